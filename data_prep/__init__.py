@@ -1,0 +1,1 @@
+"""Corpus conversion and LinkBERT pair preparation (SPEC sections 2-3)."""

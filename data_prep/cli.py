@@ -1,0 +1,44 @@
+"""`linkbert-prep`: convert real corpora, build link-aware pair shards, inspect them, train a vocabulary.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+this file only wires them, so tests call those functions directly.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from data_prep.errors import PrepError
+from data_prep.shards import ShardError
+
+SUBCOMMANDS = {
+    "convert": ("data_prep.convert", "turn PubMed XML, Wikipedia dumps or HTML folders into corpus JSONL"),
+    "build": ("data_prep.build", "tokenize, segment, link and pair a corpus into HDF5 shards"),
+    "inspect": ("data_prep.inspect", "show a prepared dataset's stats, decoded pairs and a plot"),
+    "train-tokenizer": ("data_prep.train_tokenizer", "train a WordPiece vocabulary on a corpus"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linkbert-prep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (modname, help_) in SUBCOMMANDS.items():
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (PrepError, ShardError) as e:
+        print(f"linkbert-prep {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""LinkBERT fine-tuning on Hugging Face checkpoints (SPEC section 6)."""

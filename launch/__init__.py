@@ -1,0 +1,1 @@
+"""Cluster job submission: local, torchrun, DeepSpeed hostfile, MPI, SLURM (SPEC section 5)."""

