@@ -1,0 +1,61 @@
+"""Convert real sources (PubMed XML, Wikipedia dumps / WikiExtractor output, HTML folders, dictd
+dictionaries) into the corpus JSON Lines that `linkbert-prep build` reads (SPEC section 2)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_prep.converters import KINDS, kind_module
+from data_prep.converters.common import ConvertStats, CorpusWriter, expand_inputs
+from data_prep.errors import PrepError
+
+
+def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool = True) -> dict:
+    """Convert ``inputs`` (files or directories) of ``kind`` into ``out``; returns the stats summary
+    (also written to ``<out>.stats.json``)."""
+    if kind not in KINDS:
+        raise PrepError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    mod = kind_module(kind)
+    stats = ConvertStats(kind)
+    if kind == "html":
+        # A folder is one site: ids are paths relative to it, so it is not expanded into files.
+        paths = [Path(p) for p in inputs]
+        for p in paths:
+            if not p.is_dir():
+                raise PrepError(f"{p}: html input must be a folder of HTML pages")
+    else:
+        paths = expand_inputs(inputs, mod.accepts)
+    stats.inputs = [str(p) for p in paths]
+    out = Path(out)
+    if any(p.resolve() == out.resolve() for p in paths):
+        raise PrepError(f"--out {out} is also an input; choose another output path")
+    with CorpusWriter(out, stats, track_ids=getattr(mod, "TRACK_IDS", True)) as writer:
+        writer.write_all(mod.iter_documents(paths, stats, progress=progress))
+        return writer.close()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=sorted(KINDS), help="source kind")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="input files or directories (html: the site's folder; dictd: the .index file)")
+    p.add_argument("--out", required=True, help="output corpus: .jsonl, .jsonl.gz or .jsonl.bz2")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = convert(args.kind, args.inputs, args.out, progress=not args.no_progress)
+    for line in _summary_lines(summary):
+        print(line, file=sys.stdout)
+    print(f"wrote {summary['out']} (stats: {summary['out']}.stats.json)")
+    return 0
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    docs = summary["documents"]
+    lines = [f"{summary['kind']}: {len(summary['inputs'])} input(s), {docs['read']} documents read, "
+             f"{docs['written']} written, {sum(docs['skipped'].values())} skipped in {summary['seconds']} s"]
+    lines += [f"  skipped ({reason}): {n}" for reason, n in docs["skipped"].items()]
+    lines += [f"  links {what}: {n}" for what, n in summary["links"].items()]
+    lines += [f"  {what}: {n}" for what, n in summary["other"].items()]
+    return lines
