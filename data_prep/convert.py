@@ -11,9 +11,9 @@ from data_prep.converters.common import ConvertStats, CorpusWriter, expand_input
 from data_prep.errors import PrepError
 
 
-def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool = True) -> dict:
+def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool = True, **options) -> dict:
     """Convert ``inputs`` (files or directories) of ``kind`` into ``out``; returns the stats summary
-    (also written to ``<out>.stats.json``)."""
+    (also written to ``<out>.stats.json``). ``options`` go to the kind's ``iter_documents``."""
     if kind not in KINDS:
         raise PrepError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     mod = kind_module(kind)
@@ -31,7 +31,7 @@ def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool
     if any(p.resolve() == out.resolve() for p in paths):
         raise PrepError(f"--out {out} is also an input; choose another output path")
     with CorpusWriter(out, stats, track_ids=getattr(mod, "TRACK_IDS", True)) as writer:
-        writer.write_all(mod.iter_documents(paths, stats, progress=progress))
+        writer.write_all(mod.iter_documents(paths, stats, progress=progress, **options))
         return writer.close()
 
 
@@ -41,10 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input files or directories (html: the site's folder; dictd: the .index file)")
     p.add_argument("--out", required=True, help="output corpus: .jsonl, .jsonl.gz or .jsonl.bz2")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--keep-title-only", action="store_true",
+                   help="pubmed: keep citations that have a title but no abstract (skipped by default)")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = convert(args.kind, args.inputs, args.out, progress=not args.no_progress)
+    options = {"keep_title_only": True} if args.kind == "pubmed" and args.keep_title_only else {}
+    summary = convert(args.kind, args.inputs, args.out, progress=not args.no_progress, **options)
     for line in _summary_lines(summary):
         print(line, file=sys.stdout)
     print(f"wrote {summary['out']} (stats: {summary['out']}.stats.json)")

@@ -1,0 +1,177 @@
+"""MEDLINE/PubMed baseline and update XML (`.xml`, `.xml.gz`): one document per citation, cited PMIDs as links.
+
+Streamed with lxml ``iterparse``: each ``PubmedArticle`` is read, turned into a record and cleared, and
+the finished siblings are deleted from the root, so memory stays flat for a 20 GB input. Duplicate
+PMIDs (a citation revised in an update file) are found with a bitmap indexed by PMID (~5 MB for all
+of PubMed) instead of a set of strings (~2 GB): the first record read is kept, later ones counted.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from data_prep.converters.common import ConvertStats, open_input
+from data_prep.errors import PrepError
+
+TRACK_IDS = False  # PMIDs are de-duplicated here with a bitmap
+_ROOTS = {"PubmedArticleSet", "PubmedBookArticleSet"}
+_RECORDS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
+# Placeholder titles MEDLINE uses for citations that have none.
+_NO_TITLE = {"", "[not available].", "not available", "[not available]"}
+_UNLABELLED = {"", "UNLABELLED", "UNASSIGNED"}
+_PMID = re.compile(r"^\d{1,10}$")
+
+
+@dataclass
+class AbstractSection:
+    label: str          # the Label attribute as written ("BACKGROUND", "METHOD"), "" if unlabelled
+    category: str       # NlmCategory ("BACKGROUND", "METHODS", ...), "" if absent
+    text: str
+
+
+@dataclass
+class Citation:
+    pmid: str
+    title: str
+    sections: list[AbstractSection] = field(default_factory=list)
+    cited: list[str] = field(default_factory=list)  # cited PMIDs, in order, de-duplicated
+    cited_read: int = 0                              # cited ids as written, before de-duplication
+    bad_cited: int = 0                               # cited ids that are not PMIDs (counted, dropped)
+
+    @property
+    def abstract(self) -> str:
+        return "\n".join(f"{s.label}: {s.text}" if s.label else s.text for s in self.sections)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(p for p in (self.title, self.abstract) if p)
+
+
+def accepts(path: Path) -> bool:
+    return path.name.lower().endswith((".xml", ".xml.gz"))
+
+
+def _text(el) -> str:
+    # itertext: titles and abstracts hold inline markup (<i>, <sup>, MathML) whose words belong in the text.
+    return " ".join("".join(el.itertext()).split()) if el is not None else ""
+
+
+def _citation(rec) -> Citation:
+    doc = rec.find("MedlineCitation")
+    if doc is None:
+        doc = rec.find("BookDocument")
+    if doc is None:
+        raise ValueError("neither MedlineCitation nor BookDocument")
+    pmid = (doc.findtext("PMID") or "").strip()
+    art = doc.find("Article")
+    holder = art if art is not None else doc
+    title = _text(holder.find("ArticleTitle"))
+    if not title and art is None:
+        title = _text(doc.find("Book/BookTitle"))
+    if title.casefold() in _NO_TITLE:
+        title = ""
+    sections = []
+    for at in holder.findall("Abstract/AbstractText"):
+        text = _text(at)
+        if text:
+            label = (at.get("Label") or "").strip()
+            sections.append(AbstractSection("" if label.upper() in _UNLABELLED else label,
+                                            (at.get("NlmCategory") or "").strip(), text))
+    cited: list[str] = []
+    bad = 0
+    # Document order: CommentsCorrections sit in MedlineCitation, the ReferenceList in PubmedData after it.
+    ids = [p.text for p in doc.iterfind("CommentsCorrectionsList/CommentsCorrections[@RefType='Cites']/PMID")]
+    data = rec.find("PubmedData")
+    if data is not None:
+        ids += [a.text for a in data.iterfind(".//ReferenceList//Reference/ArticleIdList/ArticleId[@IdType='pubmed']")]
+    seen = set()
+    for raw in ids:
+        pid = (raw or "").strip()
+        if not _PMID.match(pid):
+            bad += 1
+        elif pid not in seen:
+            seen.add(pid)
+            cited.append(pid)
+    return Citation(pmid, title, sections, cited, len(ids), bad)
+
+
+def iter_citations(path: str | Path, stats: ConvertStats | None = None, progress: bool = False
+                   ) -> Iterator[Citation]:
+    """Every citation of one PubMed XML file, streamed, with its structured abstract sections.
+
+    ``DeleteCitation`` blocks (update files) are counted in ``stats`` and yield nothing."""
+    path = Path(path)
+    stream, bar = open_input(path, progress)
+    ctx = etree.iterparse(stream, events=("end",), tag=_RECORDS, resolve_entities=False, no_network=True,
+                          load_dtd=False, huge_tree=True, remove_blank_text=False)
+    count = 0
+    try:
+        for _, el in ctx:
+            if el.tag == "DeleteCitation":
+                if stats is not None:
+                    stats.other["delete_citation_pmids_ignored"] += len(el.findall("PMID"))
+            else:
+                count += 1
+                try:
+                    yield _citation(el)
+                except ValueError as e:
+                    raise PrepError(f"{path}: line {el.sourceline}: {el.tag} record #{count}: {e}; "
+                                    "is this MEDLINE/PubMed XML?") from None
+            # Free the finished record and everything before it: memory stays flat.
+            el.clear(keep_tail=False)
+            parent = el.getparent()
+            if parent is not None:
+                while el.getprevious() is not None:
+                    del parent[0]
+        root = getattr(ctx, "root", None)
+        if root is not None and root.tag not in _ROOTS:
+            raise PrepError(f"{path}: root element <{root.tag}> is not <PubmedArticleSet>; "
+                            "give MEDLINE/PubMed baseline or update XML")
+    except etree.XMLSyntaxError as e:
+        raise PrepError(f"{path}: line {e.lineno}: XML error: {e.msg}; is the file complete?") from None
+    except (OSError, EOFError) as e:
+        raise PrepError(f"{path}: cannot read ({e}); is the file complete and of the right type?") from None
+    finally:
+        stream.close()
+        bar.close()
+
+
+def iter_documents(inputs: list[Path], stats: ConvertStats, progress: bool = True,
+                   keep_title_only: bool = False) -> Iterator[dict]:
+    """Corpus documents: id = PMID, title, text = title + abstract sections, links = cited PMIDs.
+
+    A citation with no abstract is skipped (counted as ``no_abstract``) unless ``keep_title_only``:
+    a ~15-token title gives no contiguous pair and LinkBERT's PubMed corpus was abstracts."""
+    seen = bytearray()
+    for path in inputs:
+        for cit in iter_citations(path, stats, progress):
+            stats.documents["read"] += 1
+            if not _PMID.match(cit.pmid):
+                stats.skip("no_valid_pmid")
+                continue
+            n = int(cit.pmid)
+            if n >> 3 >= len(seen):
+                seen.extend(bytes((n >> 3) + 1 - len(seen) + (1 << 20)))
+            if seen[n >> 3] & (1 << (n & 7)):
+                stats.skip("duplicate_id")
+                continue
+            seen[n >> 3] |= 1 << (n & 7)
+            stats.links["read"] += cit.cited_read
+            stats.links["dropped_not_a_pmid"] += cit.bad_cited
+            stats.links["dropped_repeated"] += cit.cited_read - cit.bad_cited - len(cit.cited)
+            reason = None
+            if not cit.sections:
+                reason = "no_abstract" if cit.title else "no_title_no_abstract"
+                if cit.title and keep_title_only:
+                    reason = None
+            if reason:
+                stats.skip(reason)
+                stats.links["dropped_with_skipped_document"] += len(cit.cited)
+                continue
+            elif not cit.title:
+                stats.other["no_title_abstract_only"] += 1
+            yield {"id": cit.pmid, "title": cit.title, "text": cit.text, "links": cit.cited}
