@@ -347,7 +347,9 @@ class LinkBertForPreTraining(nn.Module):
                 out.mlm_loss = total / out.num_masked.clamp(min=1)
         out.relation_logits = self.cls.seq_relationship(pooled)
         if relation_labels is not None:
-            out.relation_loss = F.cross_entropy(out.relation_logits.float(), relation_labels.view(-1))
+            logits = out.relation_logits
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 loss under bf16
+            out.relation_loss = F.cross_entropy(logits, relation_labels.view(-1))
         losses = [x for x in (out.mlm_loss, out.relation_loss) if x is not None]
         out.loss = sum(losses[1:], losses[0]) if losses else None
         return out

@@ -21,8 +21,8 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
 def linear_cross_entropy_dense(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                labels: torch.Tensor) -> torch.Tensor:
     """Sum of CE over rows whose label is not -100, through full [N, V] logits (the obvious way)."""
-    logits = F.linear(hidden, weight, bias).float()
-    return F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    logits = F.linear(hidden, weight, bias)
+    return F.cross_entropy(logits.to(_acc_dtype(logits)), labels, ignore_index=-100, reduction="sum")
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -36,11 +36,12 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk_size: int):
         n, v = hidden.shape[0], weight.shape[0]
+        acc = _acc_dtype(hidden)
         valid = labels != -100
         safe = torch.where(valid, labels, torch.zeros_like(labels))
-        run_max = hidden.new_full((n,), -math.inf, dtype=torch.float32)
-        run_sum = hidden.new_zeros((n,), dtype=torch.float32)
-        target = hidden.new_zeros((n,), dtype=torch.float32)
+        run_max = hidden.new_full((n,), -math.inf, dtype=acc)
+        run_sum = hidden.new_zeros((n,), dtype=acc)
+        target = hidden.new_zeros((n,), dtype=acc)
         for start in range(0, v, chunk_size):
             end = min(start + chunk_size, v)
             logits = _chunk_logits(hidden, weight, bias, start, end)
@@ -62,25 +63,30 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         hidden, weight, bias, safe, valid, lse = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
-        scale = (grad_loss * valid).float()  # [N]; rows without a label get no gradient
-        grad_h = torch.zeros_like(hidden, dtype=torch.float32)
+        acc = _acc_dtype(hidden)
+        scale = (grad_loss * valid).to(acc)  # [N]; rows without a label get no gradient
+        grad_h = torch.zeros_like(hidden, dtype=acc)
         grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
         grad_b = torch.empty_like(bias) if ctx.has_bias and ctx.needs_input_grad[2] else None
         v = weight.shape[0]
         for start in range(0, v, ctx.chunk_size):
             end = min(start + ctx.chunk_size, v)
             g = softmax_grad_chunk(_chunk_logits(hidden, weight, bias, start, end), lse, safe, scale, start)
-            grad_h.addmm_(g, weight[start:end].float())
+            grad_h.addmm_(g, weight[start:end].to(acc))
             if grad_w is not None:
-                grad_w[start:end] = (g.t() @ hidden.float()).to(weight.dtype)
+                grad_w[start:end] = (g.t() @ hidden.to(acc)).to(weight.dtype)
             if grad_b is not None:
                 grad_b[start:end] = g.sum(0).to(bias.dtype)
         return grad_h.to(hidden.dtype), grad_w, grad_b, None, None
 
 
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)  # fp32 accumulation for bf16/fp16 inputs
+
+
 def _chunk_logits(hidden, weight, bias, start, end):
     b = bias[start:end] if bias is not None else None
-    return F.linear(hidden, weight[start:end], b).float()
+    return F.linear(hidden, weight[start:end], b).to(_acc_dtype(hidden))
 
 
 def softmax_grad_chunk(logits, lse, safe_labels, scale, start):
