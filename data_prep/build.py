@@ -1,0 +1,387 @@
+"""Tokenize, segment, link and pair a corpus into HDF5 shards (SPEC section 3).
+
+Steps: (1) every rank streams the corpus and tokenizes every K-th batch of lines across its worker
+processes, appending token ids to a file in ``OUT/.work`` (the corpus never sits in memory);
+(2) rank 0 walks the batches in input order: document rows, duplicate ids, segment table, link graph;
+(3) rank 0 samples the pairs (pure function of seed and anchor/dupe index) and shuffles them;
+(4) every rank writes its share of the shards across its workers; rank 0 writes the manifest.
+The work directory is on the output folder, so under MPI it must be a filesystem all ranks share.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pickle
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from data_prep import shard_writer
+from data_prep.corpus import CorpusIndex, corpus_files, iter_lines
+from data_prep.errors import PrepError
+from data_prep.pairs import mix_of, sample_pairs
+from data_prep.parallel import ordered_map, world
+from data_prep.segments import init_worker as init_tokenize_worker
+from data_prep.segments import run_batch
+from data_prep.shard_writer import SegmentTable
+from data_prep.shards import DOCS, FORMAT, MANIFEST, RELATION_NAMES, VERSION, SpecialIds, token_dtype
+
+BATCH_LINES = 256
+BATCH_BYTES = 1 << 20
+DEFAULT_SHARD_ROWS = 16384
+
+
+@dataclass
+class BuildOptions:
+    corpus: list
+    tokenizer: str
+    out: str
+    max_seq_len: int = 512
+    seed: int = 0
+    workers: int = 1
+    pair_mix: tuple = (1 / 3, 1 / 3, 1 / 3)
+    dupe_factor: int = 1
+    num_shards: int | None = None
+    segment_len: int | None = None
+    linked_sampling: str = "inverse-indegree"
+    partner_segment: str = "random"
+    skip_bad_lines: bool = False
+    keep_work: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.max_seq_len < 8:
+            raise PrepError(f"--max-seq-len {self.max_seq_len}: too small, use at least 8")
+        limit = (self.max_seq_len - 3) // 2
+        if self.segment_len is None:
+            self.segment_len = limit
+        if not 1 <= self.segment_len <= limit:
+            raise PrepError(f"--segment-len {self.segment_len}: must be 1..{limit} so that "
+                            f"[CLS] A [SEP] B [SEP] fits --max-seq-len {self.max_seq_len}")
+        mix = [float(x) for x in self.pair_mix]
+        if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
+            raise PrepError(f"--pair-mix {self.pair_mix}: give three non-negative weights C,R,L (e.g. 1,1,1)")
+        self.pair_mix = tuple(x / sum(mix) for x in mix)
+        if self.workers < 1 or self.dupe_factor < 1 or (self.num_shards is not None and self.num_shards < 1):
+            raise PrepError("--workers, --dupe-factor and --num-shards must be at least 1")
+        if self.linked_sampling not in ("inverse-indegree", "uniform"):
+            raise PrepError(f"--linked-sampling {self.linked_sampling}: use inverse-indegree or uniform")
+        if self.partner_segment not in ("random", "lead"):
+            raise PrepError(f"--partner-segment {self.partner_segment}: use random or lead")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--corpus", nargs="+", required=True, help="corpus JSONL files (.gz/.bz2) or directories")
+    p.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory (fast tokenizer)")
+    p.add_argument("--out", required=True, help="output dataset directory")
+    p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="worker processes per rank")
+    p.add_argument("--pair-mix", default="1,1,1", help="contiguous,random,linked weights (default thirds)")
+    p.add_argument("--dupe-factor", type=int, default=1, help="independent pair draws per anchor segment")
+    p.add_argument("--num-shards", type=int, default=None,
+                   help=f"number of shards (default: one per {DEFAULT_SHARD_ROWS} pairs)")
+    p.add_argument("--segment-len", type=int, default=None, help="max tokens per segment "
+                   "(default (max_seq_len-3)//2)")
+    p.add_argument("--linked-sampling", default="inverse-indegree", choices=("inverse-indegree", "uniform"))
+    p.add_argument("--partner-segment", default="random", choices=("random", "lead"),
+                   help="which segment of a random/linked partner document becomes B")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="skip (and count) invalid JSON/UTF-8, bad fields and duplicate ids instead of failing")
+    p.add_argument("--keep-work", action="store_true", help="keep OUT/.work (token files, segment table)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    try:
+        mix = tuple(float(x) for x in str(args.pair_mix).split(","))
+    except ValueError:
+        raise PrepError(f"--pair-mix {args.pair_mix!r}: expected three numbers like 1,1,1") from None
+    opts = BuildOptions(corpus=args.corpus, tokenizer=args.tokenizer, out=args.out, max_seq_len=args.max_seq_len,
+                        seed=args.seed, workers=args.workers, pair_mix=mix, dupe_factor=args.dupe_factor,
+                        num_shards=args.num_shards, segment_len=args.segment_len,
+                        linked_sampling=args.linked_sampling, partner_segment=args.partner_segment,
+                        skip_bad_lines=args.skip_bad_lines, keep_work=args.keep_work, progress=not args.quiet)
+    build(opts)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _on_rank0(comm, fn):
+    """Run fn on rank 0 and share its result; a PrepError there becomes the same error on every rank."""
+    result, err = None, None
+    if comm.rank == 0:
+        try:
+            result = fn()
+        except PrepError as e:
+            err = str(e)
+    err, result = comm.bcast((err, result))
+    if err is not None:
+        raise PrepError(err)
+    return result
+
+
+def _tokenizer_info(src: str, dst: Path) -> dict:
+    """Load the tokenizer, copy it into the dataset (inspect/pretraining read it there), describe it."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(src)
+    except Exception as e:  # noqa: BLE001 -- any load failure is a user error about this directory
+        raise PrepError(f"--tokenizer {src}: cannot load a Hugging Face tokenizer ({e})") from e
+    if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
+        raise PrepError(f"--tokenizer {src}: not a fast tokenizer; save one with tokenizer.json")
+    missing = [n for n in ("cls_token", "sep_token", "pad_token", "mask_token") if getattr(tok, n) is None]
+    if missing:
+        raise PrepError(f"--tokenizer {src}: no {', '.join(missing)}; a BERT tokenizer needs [CLS] [SEP] "
+                        "[PAD] [MASK]")
+    tok.save_pretrained(dst)
+    vocab = tok.get_vocab()
+    text = "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
+    return {"name": Path(src).name or str(src), "source": str(Path(src).resolve()), "path": dst.name,
+            "vocab_size": len(vocab), "vocab_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "cls_id": tok.cls_token_id, "sep_id": tok.sep_token_id, "pad_id": tok.pad_token_id,
+            "mask_id": tok.mask_token_id}
+
+
+def _batches(files, rank: int, size: int, counter: dict):
+    """Lines grouped into batches (by count and bytes: independent of ranks/workers); this rank's only."""
+    batch, nbytes, b = [], 0, 0
+    for item in iter_lines(files):
+        batch.append(item)
+        nbytes += len(item[2])
+        if len(batch) >= BATCH_LINES or nbytes >= BATCH_BYTES:
+            if b % size == rank:
+                yield batch
+            b += 1
+            batch, nbytes = [], 0
+    if batch:
+        if b % size == rank:
+            yield batch
+        b += 1
+    counter["batches"] = b
+
+
+class Assembler:
+    """Walks tokenized batches in input order: rows, duplicate ids, segments, docs.jsonl, links file."""
+
+    def __init__(self, files, out: Path, work: Path, skip_bad_lines: bool):
+        self.files = files
+        self.index = CorpusIndex(skip_bad_lines=skip_bad_lines)
+        self.docs = open(out / DOCS, "w", encoding="utf-8")
+        self.links = open(work / "links.jsonl", "w", encoding="utf-8")
+        self.seg_start, self.seg_len, self.nseg = [], [], []
+        self.tokens = 0
+        self.cuts = 0
+
+    def feed(self, res, token_base: int) -> None:
+        """``token_base``: global offset of this batch's first token."""
+        ix = self.index
+        offs = token_base + np.concatenate([[0], np.cumsum(res.ntok)[:-1]]) if len(res.ntok) else []
+        seg_offs = np.concatenate([[0], np.cumsum(res.nseg)]).astype(np.int64)
+        self.cuts += res.cuts
+        for i, reason in enumerate(res.reasons):
+            fi, lineno = res.linenos[i]
+            ix.lines_in += 1
+            if reason is not None:
+                ix.reject(reason, self.files[fi], lineno, res.messages[i])
+                continue
+            if ix.add(res.ids[i], self.files[fi], lineno) is None:
+                continue
+            lens = res.seg_lens[seg_offs[i]:seg_offs[i + 1]].astype(np.int64)
+            self.seg_start.append(offs[i] + np.concatenate([[0], np.cumsum(lens)[:-1]]))
+            self.seg_len.append(lens)
+            self.nseg.append(len(lens))
+            self.tokens += int(res.ntok[i])
+            self.docs.write(json.dumps({"id": res.ids[i]}, ensure_ascii=False) + "\n")
+            self.links.write(json.dumps(res.links[i], ensure_ascii=False) + "\n")
+
+    def finish(self, work: Path, progress: bool):
+        self.docs.close()
+        self.links.close()
+        num_docs = self.index.num_docs
+        indptr = np.zeros(num_docs + 1, dtype=np.int64)
+        indices = []
+        with open(work / "links.jsonl", encoding="utf-8") as f:
+            for row, line in enumerate(tqdm(f, total=num_docs, desc="link graph", unit="doc",
+                                            disable=not progress)):
+                t = self.index.resolve(row, json.loads(line))
+                indices.extend(t)
+                indptr[row + 1] = indptr[row] + len(t)
+        indices = np.asarray(indices, dtype=np.int64)
+        indegree = np.bincount(indices, minlength=num_docs).astype(np.int64)
+        doc_seg_indptr = np.concatenate([[0], np.cumsum(self.nseg, dtype=np.int64)]).astype(np.int64)
+        segs = SegmentTable(
+            start=np.concatenate(self.seg_start).astype(np.int64) if self.seg_start else np.zeros(0, np.int64),
+            length=np.concatenate(self.seg_len).astype(np.int32) if self.seg_len else np.zeros(0, np.int32),
+            doc=np.repeat(np.arange(num_docs, dtype=np.int64), self.nseg), doc_seg_indptr=doc_seg_indptr)
+        return segs, indptr, indices, indegree
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+def build(opts: BuildOptions, comm=None) -> dict:
+    """Prepare the dataset; returns the manifest (on every rank)."""
+    t0 = time.time()
+    opts.check()
+    comm = comm or world()
+    out = Path(opts.out)
+    work = out / ".work"
+    progress = opts.progress and comm.rank == 0
+
+    def prepare():
+        out.mkdir(parents=True, exist_ok=True)
+        for old in list(out.glob("shard_*.h5")) + [out / MANIFEST]:
+            old.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        files = corpus_files(opts.corpus)
+        return _tokenizer_info(opts.tokenizer, out / "tokenizer"), [str(f) for f in files]
+
+    tok_info, files = _on_rank0(comm, prepare)
+    files = [Path(f) for f in files]
+    special = SpecialIds(tok_info["vocab_size"], tok_info["cls_id"], tok_info["sep_id"], tok_info["pad_id"],
+                         tok_info["mask_id"])
+    tdtype = token_dtype(special.vocab_size).str
+    tok_json = str(out / "tokenizer" / "tokenizer.json")
+
+    # (1) tokenize this rank's batches; with one rank, assemble on the fly so bad lines fail fast.
+    inline = Assembler(files, out, work, opts.skip_bad_lines) if comm.size == 1 else None
+    token_path = work / f"tokens_rank{comm.rank}.bin"
+    meta_path = work / f"batches_rank{comm.rank}.pkl"
+    counter: dict = {}
+    written = 0
+    local_err = None
+    try:
+        with open(token_path, "wb") as tf, open(meta_path, "wb") as mf:
+            bar = tqdm(desc="tokenize", unit="doc", disable=not progress, file=sys.stderr)
+            for res in ordered_map(run_batch, _batches(files, comm.rank, comm.size, counter), opts.workers,
+                                   init_tokenize_worker, (tok_json, opts.segment_len, tdtype)):
+                res.tokens.tofile(tf)
+                tokens = res.tokens
+                res.tokens = None
+                if inline is not None:
+                    inline.feed(res, written)
+                else:
+                    pickle.dump((written, res), mf, protocol=pickle.HIGHEST_PROTOCOL)
+                written += len(tokens)
+                bar.update(len(res.reasons))
+            bar.close()
+    except PrepError as e:
+        if comm.size == 1:
+            raise
+        local_err = str(e)  # e.g. an unreadable file: every rank reads it, every rank reports it
+    errs = [e for e in comm.allgather(local_err) if e]
+    if errs:
+        raise PrepError(errs[0])
+    sizes = comm.allgather(written)
+    bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    token_paths = [str(work / f"tokens_rank{r}.bin") for r in range(comm.size)]
+
+    # (2)+(3) assemble in input order, build the graph, sample and shuffle the pairs.
+    def assemble_and_pair():
+        asm = inline
+        if asm is None:
+            asm = Assembler(files, out, work, opts.skip_bad_lines)
+            streams = [open(work / f"batches_rank{r}.pkl", "rb") for r in range(comm.size)]
+            for b in tqdm(range(counter["batches"]), desc="assemble", unit="batch", disable=not progress):
+                r = b % comm.size
+                tok_off, res = pickle.load(streams[r])
+                asm.feed(res, int(bases[r]) + tok_off)
+            for s in streams:
+                s.close()
+        segs, indptr, indices, indegree = asm.finish(work, progress)
+        if segs.doc_seg_indptr[-1] == 0:
+            raise PrepError(f"{', '.join(map(str, files))}: no usable documents "
+                            f"({dict(asm.index.skipped)} skipped); nothing to build")
+        pairs = sample_pairs(segs.doc_seg_indptr, indptr, indices, indegree, opts.pair_mix, opts.dupe_factor,
+                             opts.seed, opts.linked_sampling, opts.partner_segment)
+        perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(len(pairs.label))
+        anchor, partner, label = pairs.anchor[perm], pairs.partner[perm], pairs.label[perm]
+        segs.save(work / "segments.npz")
+        np.savez(work / "pairs.npz", anchor=anchor, partner=partner, label=label)
+        np.savez(out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
+        n = len(label)
+        num_shards = opts.num_shards or max(1, math.ceil(n / DEFAULT_SHARD_ROWS))
+        if n and num_shards > n:
+            raise PrepError(f"--num-shards {num_shards}: only {n} pairs; use at most {n} shards")
+        stats = _stats(asm, segs, pairs, label, indptr, indegree)
+        return {"num_docs": asm.index.num_docs, "num_shards": num_shards, "stats": stats}
+
+    summary = _on_rank0(comm, assemble_and_pair)
+
+    # (4) shards k = rank, rank + K, ... written by this rank's workers.
+    z = np.load(work / "pairs.npz")
+    bounds = np.linspace(0, len(z["label"]), summary["num_shards"] + 1).round().astype(np.int64)
+    width = max(5, len(str(summary["num_shards"] - 1)))
+    tasks = ((str(out / f"shard_{k:0{width}d}.h5"), z["anchor"][bounds[k]:bounds[k + 1]],
+              z["partner"][bounds[k]:bounds[k + 1]], z["label"][bounds[k]:bounds[k + 1]])
+             for k in range(comm.rank, summary["num_shards"], comm.size))
+    mine = []
+    bar = tqdm(total=len(range(comm.rank, summary["num_shards"], comm.size)), desc="shards", unit="shard",
+               disable=not progress, file=sys.stderr)
+    for res in ordered_map(shard_writer.write_task, tasks, opts.workers, shard_writer.init_worker,
+                           (token_paths, tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
+                            summary["num_docs"]), inflight_per_worker=1):
+        mine.append(res)
+        bar.update(1)
+    bar.close()
+    gathered = comm.gather(mine)
+
+    manifest = None
+    if comm.rank == 0:
+        shards = sorted((r for rank_res in gathered for r in rank_res), key=lambda r: r[0])
+        manifest = {
+            "format": FORMAT, "version": VERSION, "tokenizer": {k: tok_info[k] for k in
+                                                                 ("name", "source", "path", "vocab_size",
+                                                                  "vocab_sha256")},
+            "special_ids": asdict(special), "max_seq_len": opts.max_seq_len, "seed": opts.seed,
+            "options": {"corpus": [str(f) for f in files], "pair_mix": list(opts.pair_mix),
+                        "dupe_factor": opts.dupe_factor, "segment_len": opts.segment_len,
+                        "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
+                        "skip_bad_lines": opts.skip_bad_lines, "num_shards": summary["num_shards"]},
+            "docs": DOCS, "graph": "graph.npz",
+            "shards": [{"path": Path(p).name, "num_pairs": n, "sha256": sha} for p, n, sha in shards],
+            "stats": summary["stats"],
+        }
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest = comm.bcast(manifest)
+    comm.barrier()
+    if comm.rank == 0:
+        if not opts.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+        st = manifest["stats"]
+        mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
+        print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}) from {st['documents']['used']} "
+              f"documents, {st['segments']['total']} segments, {st['links']['used']} links, "
+              f"{st['tokens']} tokens in {time.time() - t0:.1f}s with {comm.size} rank(s) x {opts.workers} "
+              f"worker(s) -> {out}", file=sys.stderr)
+    return manifest
+
+
+def _stats(asm: Assembler, segs: SegmentTable, pairs, label: np.ndarray, indptr: np.ndarray,
+           indegree: np.ndarray) -> dict:
+    used = asm.index.num_docs
+    docs = asm.index.document_stats(used)
+    counts = {name: int((label == i).sum()) for i, name in enumerate(RELATION_NAMES)}
+    linked_partners = segs.doc[pairs.partner[pairs.label == 2]]
+    return {
+        "documents": docs,
+        "links": asm.index.link_stats(),
+        "tokens": asm.tokens,
+        "segments": {"total": int(segs.doc_seg_indptr[-1]), "long_sentences_cut": asm.cuts,
+                     "mean_tokens": float(segs.length.mean()) if len(segs.length) else 0.0},
+        "pairs": {"total": int(len(label)), **counts, "mix": mix_of(label),
+                  "target_mix": dict(zip(RELATION_NAMES, pairs.target_mix)),
+                  "dropped_anchor_draws": pairs.dropped_anchor_draws},
+        "graph": {"docs_with_links": int((np.diff(indptr) > 0).sum()),
+                  "max_indegree": int(indegree.max()) if len(indegree) else 0,
+                  "distinct_linked_partners": int(len(np.unique(linked_partners)))},
+    }

@@ -1,0 +1,201 @@
+"""Streaming reader and validator of the corpus format (SPEC section 2): JSON Lines, plain/.gz/.bz2.
+
+Lines are read as bytes and parsed one at a time, so a corpus of any size streams through; the
+per-line check (`parse_line`) is a pure function so build's worker processes run it in parallel.
+Whole-corpus checks (duplicate ids, link resolution) need every id and live in `CorpusIndex`.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.errors import PrepError
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.bz2", ".json", ".json.gz", ".json.bz2")
+
+# Reasons a line or document is skipped (manifest stats use these names).
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+BAD_FIELD = "bad_field"          # id/text missing or of the wrong type, links not a list of strings
+DUPLICATE_ID = "duplicate_id"
+EMPTY_TEXT = "empty_text"
+NO_TOKENS = "no_tokens"          # text the tokenizer turns into nothing (only control characters, ...)
+BAD_LINE_REASONS = (INVALID_UTF8, INVALID_JSON, BAD_FIELD, DUPLICATE_ID)
+SKIP_REASONS = BAD_LINE_REASONS + (EMPTY_TEXT, NO_TOKENS)
+# Reasons a link is dropped.
+MISSING_TARGET = "missing_target"
+SELF_LINK = "self_link"
+REPEATED = "repeated"
+LINK_DROP_REASONS = (MISSING_TARGET, SELF_LINK, REPEATED)
+
+SKIP_HINT = "or pass --skip-bad-lines to skip such lines (they are counted in the manifest)"
+
+
+def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files in the order given; a directory contributes its corpus files sorted by relative path."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
+            if not found:
+                raise PrepError(f"{p}: directory holds no corpus files (*{', *'.join(SUFFIXES)})")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise PrepError(f"{p}: no such corpus file or directory")
+    return out
+
+
+def open_binary(path: Path):
+    """Open plain, gzip or bzip2 by content (magic bytes), not by name."""
+    with open(path, "rb") as f:
+        magic = f.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic == b"BZh":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def iter_lines(files: list[Path]) -> Iterator[tuple[int, int, bytes]]:
+    """(file index, 1-based line number, raw line) for every non-blank line."""
+    for fi, path in enumerate(files):
+        try:
+            with open_binary(path) as f:
+                for lineno, raw in enumerate(f, 1):
+                    if raw.strip():
+                        yield fi, lineno, raw
+        except (OSError, EOFError) as e:  # truncated .gz, bad bz2 stream, unreadable file
+            raise PrepError(f"{path}: cannot read ({e}); check the file is complete") from e
+
+
+@dataclass
+class Parsed:
+    """One line's outcome: a document, or a skip reason with the message naming the problem."""
+    reason: str | None
+    id: str | None = None
+    text: str | None = None
+    links: list[str] | None = None
+    message: str = ""
+
+
+def parse_line(raw: bytes) -> Parsed:
+    """Check one line against SPEC section 2 (not uniqueness: that needs the whole corpus)."""
+    try:
+        s = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Parsed(INVALID_UTF8, message=f"not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8")
+    try:
+        obj = json.loads(s)
+    except json.JSONDecodeError as e:
+        return Parsed(INVALID_JSON, message=f"not valid JSON ({e.msg} at column {e.colno}); "
+                                            "write one JSON object per line")
+    if not isinstance(obj, dict):
+        return Parsed(INVALID_JSON, message=f"a JSON {type(obj).__name__}, expected an object per line")
+    doc_id, text, links = obj.get("id"), obj.get("text"), obj.get("links", [])
+    for name, val in (("id", doc_id), ("text", text)):
+        if val is None:
+            return Parsed(BAD_FIELD, message=f"field {name!r} is missing; every line needs a string "
+                                             "'id' and 'text'")
+        if not isinstance(val, str):
+            return Parsed(BAD_FIELD, message=f"field {name!r} is a {type(val).__name__}, expected a string")
+    if not doc_id:
+        return Parsed(BAD_FIELD, message="field 'id' is empty; give every document a non-empty id")
+    if links is None:
+        links = []
+    if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
+        return Parsed(BAD_FIELD, message="field 'links' must be a list of id strings")
+    if not text.strip():
+        return Parsed(EMPTY_TEXT, id=doc_id, links=links, message="empty text")
+    return Parsed(None, id=doc_id, text=text, links=links)
+
+
+def line_error(path, lineno: int, message: str) -> PrepError:
+    return PrepError(f"{path}:{lineno}: {message}, {SKIP_HINT}")
+
+
+@dataclass
+class CorpusIndex:
+    """Document rows in order of first appearance, duplicate detection, link resolution and counts."""
+    skip_bad_lines: bool = False
+    row_of: dict = field(default_factory=dict)   # id -> row
+    where: list = field(default_factory=list)    # row -> "file:line" (for the duplicate-id message)
+    skipped: Counter = field(default_factory=Counter)
+    link_drops: Counter = field(default_factory=Counter)
+    lines_in: int = 0
+    links_in: int = 0
+    links_used: int = 0
+
+    def reject(self, reason: str, path, lineno: int, message: str) -> None:
+        """Count a skipped line; a bad line (not an empty document) is an error unless skipping."""
+        if reason in BAD_LINE_REASONS and not self.skip_bad_lines:
+            raise line_error(path, lineno, message)
+        self.skipped[reason] += 1
+
+    def add(self, doc_id: str, path, lineno: int) -> int | None:
+        """Row of a new document, or None (counted) when its id was seen before."""
+        if doc_id in self.row_of:
+            first = self.where[self.row_of[doc_id]]
+            self.reject(DUPLICATE_ID, path, lineno, f"duplicate id {doc_id!r} (first at {first}); "
+                                                    "ids must be unique")
+            return None
+        row = len(self.where)
+        self.row_of[doc_id] = row
+        self.where.append(f"{path}:{lineno}")
+        return row
+
+    def resolve(self, row: int, links: list[str]) -> list[int]:
+        """Target rows of a used document's links; missing, self and repeated links dropped and counted."""
+        self.links_in += len(links)
+        seen: set[int] = set()
+        out: list[int] = []
+        for target in links:
+            t = self.row_of.get(target)
+            if t is None:
+                self.link_drops[MISSING_TARGET] += 1
+            elif t == row:
+                self.link_drops[SELF_LINK] += 1
+            elif t in seen:
+                self.link_drops[REPEATED] += 1
+            else:
+                seen.add(t)
+                out.append(t)
+        self.links_used += len(out)
+        return out
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.where)
+
+    def document_stats(self, used: int) -> dict:
+        skipped = {r: int(self.skipped.get(r, 0)) for r in SKIP_REASONS}
+        return {"in": self.lines_in, "used": used, "skipped": skipped}
+
+    def link_stats(self) -> dict:
+        return {"in": self.links_in, "used": self.links_used,
+                "dropped": {r: int(self.link_drops.get(r, 0)) for r in LINK_DROP_REASONS}}
+
+
+def iter_documents(paths: Iterable[str | Path], skip_bad_lines: bool = False,
+                   index: CorpusIndex | None = None) -> Iterator[tuple[int, str, str, list[str]]]:
+    """(row, id, text, links) of every valid document, streaming; counts go into ``index``.
+
+    Links are returned as written (resolving needs every id: call ``index.resolve`` after the pass).
+    """
+    index = index if index is not None else CorpusIndex(skip_bad_lines=skip_bad_lines)
+    files = corpus_files(paths)
+    for fi, lineno, raw in iter_lines(files):
+        index.lines_in += 1
+        p = parse_line(raw)
+        if p.reason is not None:
+            index.reject(p.reason, files[fi], lineno, p.message)
+            continue
+        row = index.add(p.id, files[fi], lineno)
+        if row is not None:
+            yield row, p.id, p.text, p.links

@@ -1,0 +1,161 @@
+"""LinkBERT's pair sampler: every anchor segment gets a contiguous, random or linked partner.
+
+Everything here is vectorised numpy over all anchors, and every draw depends only on (seed, anchor
+index, dupe index) plus global corpus facts (segment table, link graph), never on how the work was
+split, so any --workers or MPI rank count gives the same pairs.
+
+- Relation: the target mix (default thirds) cannot be applied to every anchor alike (the last segment
+  of a document has no next segment, a document without out-links has no linked partner). Anchors
+  fall into classes by which relations they can take; per-class probabilities are found by iterative
+  proportional fitting so that the *overall* mix equals the target. Within a class the relation comes
+  from a Weyl (golden-ratio) sequence over the class's (anchor, dupe) draws, which hits each class's
+  probabilities to within 1/N instead of binomial noise, so small corpora get the target mix too.
+- Linked partner document: one of the anchor document's out-links, drawn with probability
+  proportional to 1/in-degree (LinkBERT's diversity rule, §4.3) or uniformly.
+- Partner segment of a random or linked document: a uniformly random segment of it by default, the
+  lead segment with ``partner_segment="lead"``. Random is the default so that linked and random B
+  segments come from the same positions: with lead-for-linked only, "B starts a document" would leak
+  the label to the relation head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_prep.shards import CONTIGUOUS, LINKED, RANDOM, RELATION_NAMES
+
+_GOLDEN = 0.6180339887498949
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    # numpy has no vectorised counter-based generator keyed per element, and building one
+    # Generator per anchor costs ~10 us each; splitmix64's finaliser (Steele et al. 2014) mixes a
+    # 64-bit key into a uniformly distributed word with a few array operations.
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & _M64
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+    return x ^ (x >> np.uint64(31))
+
+
+def uniforms(seed: int, anchor: np.ndarray, dupe: np.ndarray, stream: int) -> np.ndarray:
+    """U[0,1) keyed by (seed, anchor, dupe, stream): a pure function of those four numbers."""
+    with np.errstate(over="ignore"):
+        k = _splitmix64(np.full(anchor.shape, np.uint64(seed) * np.uint64(4) + np.uint64(stream), np.uint64))
+        k = _splitmix64(k ^ anchor.astype(np.uint64))
+        k = _splitmix64(k ^ dupe.astype(np.uint64))
+    return (k >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+@dataclass
+class Pairs:
+    anchor: np.ndarray    # global segment index of A
+    partner: np.ndarray   # global segment index of B
+    label: np.ndarray     # int8 relation
+    target_mix: tuple     # the mix actually aimed at (after "no links -> 50/50")
+    dropped_anchor_draws: int  # (anchor, dupe) draws with no possible relation (one-document corpus)
+
+
+def fit_class_probs(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray, iters: int = 1000) -> np.ndarray:
+    """Per-class relation probabilities whose count-weighted mix matches ``target`` (IPF).
+
+    allowed: [K, 3] bool, counts: [K] anchors per class. Classes with nothing allowed get all zeros.
+    When the target is infeasible (too few anchors with links) the fit ends as close as it gets.
+    """
+    w = target.astype(np.float64).copy()
+    probs = np.zeros(allowed.shape)
+    for _ in range(iters):
+        raw = allowed * w
+        tot = raw.sum(1, keepdims=True)
+        probs = np.divide(raw, tot, out=np.zeros_like(raw), where=tot > 0)
+        mass = counts @ probs
+        if mass.sum() == 0:
+            return probs
+        mix = mass / mass.sum()
+        if np.abs(mix - target).max() < 1e-12:
+            break
+        ok = (mix > 0) & (target > 0)
+        w[ok] *= target[ok] / mix[ok]
+        w /= w.max()
+    return probs
+
+
+def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
+                 indegree: np.ndarray, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1, seed: int = 0,
+                 linked_sampling: str = "inverse-indegree", partner_segment: str = "random") -> Pairs:
+    num_docs = len(doc_seg_indptr) - 1
+    num_segs = int(doc_seg_indptr[-1])
+    target = np.asarray(mix, dtype=np.float64)
+    if len(link_indices) == 0 and target[LINKED] > 0:
+        target[LINKED] = 0.0  # no links at all: BERT's contiguous/random setting (50/50 from thirds)
+    target = target / target.sum()
+
+    seg_doc = np.repeat(np.arange(num_docs, dtype=np.int64), np.diff(doc_seg_indptr))
+    seg_ids = np.arange(num_segs, dtype=np.int64)
+    outdeg = np.diff(link_indptr)
+    allowed = np.zeros((num_segs, 3), dtype=bool)
+    allowed[:, CONTIGUOUS] = seg_ids + 1 < doc_seg_indptr[seg_doc + 1]
+    allowed[:, RANDOM] = num_docs >= 2
+    allowed[:, LINKED] = outdeg[seg_doc] > 0
+    cls = allowed @ np.array([1, 2, 4])
+    counts = np.bincount(cls, minlength=8).astype(np.float64)
+    class_allowed = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
+    probs = fit_class_probs(class_allowed, counts, target)
+
+    E = int(dupe_factor)
+    anchor = np.repeat(seg_ids, E)
+    dupe = np.tile(np.arange(E, dtype=np.int64), num_segs)
+    acls = cls[anchor]
+    # Rank of each (anchor, dupe) draw within its class, in anchor-major order: a global fact.
+    order_in_class = np.zeros(len(anchor), dtype=np.int64)
+    for k in np.unique(acls):
+        m = acls == k
+        order_in_class[m] = np.arange(int(m.sum()), dtype=np.int64)
+    start = uniforms(seed, np.arange(8), np.zeros(8, np.int64), stream=0)
+    u_rel = np.mod(start[acls] + order_in_class * _GOLDEN, 1.0)
+    cum = np.cumsum(probs, axis=1)[acls]
+    label = (u_rel[:, None] >= cum[:, :2]).sum(1).astype(np.int8)
+    keep = probs[acls].sum(1) > 0
+    label = np.where(keep, label, -1)
+    dropped = int((~keep).sum())
+
+    doc = seg_doc[anchor]
+    partner_doc = np.full(len(anchor), -1, dtype=np.int64)
+    u_doc = uniforms(seed, anchor, dupe, stream=1)
+
+    m = label == RANDOM
+    j = np.floor(u_doc[m] * (num_docs - 1)).astype(np.int64)
+    partner_doc[m] = j + (j >= doc[m])
+
+    m = label == LINKED
+    if m.any():
+        targets = link_indices.astype(np.int64)
+        w = np.ones(len(targets)) if linked_sampling == "uniform" else 1.0 / indegree[targets]
+        cw = np.cumsum(w)
+        lo_idx, hi_idx = link_indptr[doc[m]], link_indptr[doc[m] + 1]
+        lo = np.where(lo_idx > 0, cw[np.maximum(lo_idx - 1, 0)], 0.0)
+        hi = cw[hi_idx - 1]
+        pick = np.searchsorted(cw, lo + u_doc[m] * (hi - lo), side="right")
+        pick = np.clip(pick, lo_idx, hi_idx - 1)
+        partner_doc[m] = targets[pick]
+
+    partner = np.empty(len(anchor), dtype=np.int64)
+    c = label == CONTIGUOUS
+    partner[c] = anchor[c] + 1
+    o = (label == RANDOM) | (label == LINKED)
+    pd = partner_doc[o]
+    first = doc_seg_indptr[pd]
+    if partner_segment == "lead":
+        partner[o] = first
+    else:
+        nseg = doc_seg_indptr[pd + 1] - first
+        u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
+        partner[o] = first + np.minimum(np.floor(u_seg * nseg).astype(np.int64), nseg - 1)
+    keep = label >= 0
+    return Pairs(anchor[keep], partner[keep], label[keep], tuple(float(x) for x in target), dropped)
+
+
+def mix_of(labels: np.ndarray) -> dict:
+    n = max(len(labels), 1)
+    return {name: float((labels == i).sum() / n) for i, name in enumerate(RELATION_NAMES)}

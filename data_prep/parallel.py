@@ -1,0 +1,103 @@
+"""Parallelism for build: MPI ranks (mpi4py, only when launched under an MPI launcher) and, within a
+rank, a bounded ordered map over worker processes.
+
+``multiprocessing.Pool.imap`` pulls its whole input into the task queue at once, which would read a
+20 GB corpus into memory; ``ordered_map`` keeps at most a few tasks in flight per worker instead.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+
+
+class SingleComm:
+    """The one-process stand-in for an MPI communicator (same small interface)."""
+    rank, size = 0, 1
+
+    def barrier(self):
+        pass
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def gather(self, obj, root=0):
+        return [obj]
+
+    def allgather(self, obj):
+        return [obj]
+
+    def abort(self, code=1):
+        raise SystemExit(code)
+
+
+class MPIComm:
+    def __init__(self, comm):
+        self.comm = comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def bcast(self, obj, root=0):
+        return self.comm.bcast(obj, root=root)
+
+    def gather(self, obj, root=0):
+        return self.comm.gather(obj, root=root)
+
+    def allgather(self, obj):
+        return self.comm.allgather(obj)
+
+    def abort(self, code=1):
+        self.comm.Abort(code)
+
+
+def launched_under_mpi(environ=None) -> bool:
+    env = os.environ if environ is None else environ
+    for k in MPI_SIZE_VARS:
+        try:
+            if int(env.get(k, "1")) > 1:
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def world(environ=None):
+    """MPI's COMM_WORLD when started by mpirun/srun with more than one rank, else a SingleComm.
+
+    mpi4py is imported only then: importing it initialises MPI, which a plain run should not pay for.
+    """
+    if not launched_under_mpi(environ):
+        return SingleComm()
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        from data_prep.errors import PrepError
+        raise PrepError("started under MPI but mpi4py is missing: pip install 'linkbert-system[mpi]'") from e
+    comm = MPI.COMM_WORLD
+    return MPIComm(comm) if comm.Get_size() > 1 else SingleComm()
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int, initializer=None, initargs=(),
+                inflight_per_worker: int = 3) -> Iterator:
+    """``map(fn, items)`` in order; with workers > 1 across spawned processes, bounded look-ahead."""
+    if workers <= 1:
+        if initializer:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
+    # spawn, not fork: the parent may hold a tokenizer whose thread pool does not survive fork.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+        pending: deque = deque()
+        limit = workers * inflight_per_worker
+        for item in items:
+            pending.append(pool.apply_async(fn, (item,)))
+            if len(pending) >= limit:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()

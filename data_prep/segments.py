@@ -1,0 +1,141 @@
+"""Tokenize a batch of corpus lines and cut each document into sentence-aware segments.
+
+This runs inside build's worker processes. Sentence boundaries are found on the token ids (terminal
+punctuation followed by whitespace in the text, and paragraph breaks), not with a Python sentence
+splitter: a splitter would cost more than the tokenizer itself and the tokenizer already tells us where
+every token came from. A segment is a run of whole sentences of at most ``segment_len`` tokens
+(greedy packing, so ``[CLS] A [SEP] B [SEP]`` nearly fills max_seq_len); a sentence longer than
+``segment_len`` is cut into pieces.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_prep.corpus import NO_TOKENS, parse_line
+
+TERMINALS = (".", "!", "?", "。", "！", "？")
+_PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+_SPACE = frozenset(" \t\n\r\f\v\u00a0")
+
+
+def load_backend(tokenizer_json: str):
+    """The Rust tokenizer with truncation and padding off (tokenizer.json files often carry them)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer_json)
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def sentence_ends(ids: np.ndarray, text: str, enc, terminal_ids: np.ndarray) -> np.ndarray:
+    """Exclusive end indices of the sentences of one document (the last one is always len(ids))."""
+    n = len(ids)
+    ends = []
+    for i in np.flatnonzero(np.isin(ids, terminal_ids)).tolist():
+        span = enc.token_to_chars(i)
+        # "3.14" and "e.g.x" keep going; a terminal followed by whitespace or the end closes a sentence.
+        if span is None or span[1] >= len(text) or text[span[1]] in _SPACE:
+            ends.append(i + 1)
+    for m in _PARAGRAPH.finditer(text):
+        t = enc.char_to_token(m.end()) if m.end() < len(text) else None
+        if t is not None and t > 0:
+            ends.append(t)
+    ends.append(n)
+    return np.unique(np.asarray(ends, dtype=np.int64))
+
+
+def pack_segments(ends: np.ndarray, segment_len: int) -> tuple[list[int], int]:
+    """Greedy packing of whole sentences into segments of <= segment_len tokens.
+
+    Returns the segment lengths and how many over-long sentences had to be cut.
+    """
+    lens: list[int] = []
+    cuts = 0
+    cur = 0
+    prev = 0
+    for e in ends.tolist():
+        s = e - prev
+        prev = e
+        if s <= 0:
+            continue
+        if cur + s <= segment_len:
+            cur += s
+            continue
+        if cur:
+            lens.append(cur)
+            cur = 0
+        if s > segment_len:
+            cuts += 1
+            q, r = divmod(s, segment_len)
+            lens.extend([segment_len] * q)
+            s = r
+        cur = s
+    if cur:
+        lens.append(cur)
+    return lens, cuts
+
+
+@dataclass
+class BatchResult:
+    """What one batch of lines becomes; only plain arrays and lists so it pickles cheaply."""
+    linenos: list          # (file index, line number) per line
+    reasons: list          # None for a document, else a skip reason
+    messages: list
+    ids: list
+    links: list
+    ntok: np.ndarray       # tokens per line (0 for skipped lines)
+    nseg: np.ndarray       # segments per line
+    seg_lens: np.ndarray   # all segments' lengths, line after line
+    tokens: np.ndarray     # all documents' tokens, line after line
+    cuts: int
+
+
+class BatchTokenizer:
+    def __init__(self, tokenizer_json: str, segment_len: int, token_dtype: str):
+        self.tok = load_backend(tokenizer_json)
+        self.segment_len = segment_len
+        self.dtype = np.dtype(token_dtype)
+        vocab = self.tok.get_vocab()
+        self.terminal_ids = np.array(sorted({vocab[t] for t in TERMINALS if t in vocab}), dtype=np.int64)
+
+    def __call__(self, lines: list[tuple[int, int, bytes]]) -> BatchResult:
+        parsed = [parse_line(raw) for _, _, raw in lines]
+        todo = [i for i, p in enumerate(parsed) if p.reason is None]
+        encs = self.tok.encode_batch([parsed[i].text for i in todo], add_special_tokens=False)
+        n = len(lines)
+        ntok = np.zeros(n, dtype=np.int64)
+        nseg = np.zeros(n, dtype=np.int64)
+        toks, seg_lens = [], []
+        cuts = 0
+        for i, enc in zip(todo, encs):
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            if len(ids) == 0:
+                parsed[i].reason, parsed[i].message = NO_TOKENS, "text has no tokens"
+                continue
+            lens, c = pack_segments(sentence_ends(ids, parsed[i].text, enc, self.terminal_ids),
+                                    self.segment_len)
+            cuts += c
+            ntok[i], nseg[i] = len(ids), len(lens)
+            toks.append(ids.astype(self.dtype))
+            seg_lens.extend(lens)
+        return BatchResult(
+            linenos=[(fi, ln) for fi, ln, _ in lines], reasons=[p.reason for p in parsed],
+            messages=[p.message for p in parsed], ids=[p.id for p in parsed], links=[p.links for p in parsed],
+            ntok=ntok, nseg=nseg, seg_lens=np.asarray(seg_lens, dtype=np.int32),
+            tokens=np.concatenate(toks) if toks else np.zeros(0, self.dtype), cuts=cuts)
+
+
+_WORKER: BatchTokenizer | None = None
+
+
+def init_worker(tokenizer_json: str, segment_len: int, token_dtype: str) -> None:
+    global _WORKER
+    _WORKER = BatchTokenizer(tokenizer_json, segment_len, token_dtype)
+
+
+def run_batch(lines):
+    return _WORKER(lines)
