@@ -1,0 +1,177 @@
+"""Training checkpoints: DeepSpeed's format plus our own completeness marker, retention and HF export.
+
+Layout: ``OUTPUT/checkpoints/step{N}/`` holds DeepSpeed's files, ``rng_rank{r}.pt`` (each rank's RNG
+states), ``run.json`` (step, consumed samples, config) and the tokenizer, and - written by rank 0 only
+after every rank has finished writing - ``COMPLETE``. DeepSpeed writes its ``latest`` file before its
+last barrier, so a kill during a save can leave ``latest`` naming a half-written checkpoint; we never
+read ``latest``: resume takes the newest folder that has ``COMPLETE``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+COMPLETE = "COMPLETE"
+RUN_META = "run.json"
+TAG_RE = re.compile(r"^step(\d+)$")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+FAULT_ENV = "LINKBERT_FAULT_SAVE_STEP"   # tests: die inside the save of this step, before COMPLETE
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def ckpt_root(output: str | Path) -> Path:
+    return Path(output) / "checkpoints"
+
+
+def tag_for(step: int) -> str:
+    return f"step{step}"
+
+
+def list_tags(root: Path, complete_only: bool = True) -> list[tuple[int, Path]]:
+    """(step, folder) sorted by step."""
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = TAG_RE.match(p.name)
+        if m and p.is_dir() and (not complete_only or (p / COMPLETE).is_file()):
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_complete(output: str | Path) -> Path | None:
+    tags = list_tags(ckpt_root(output))
+    return tags[-1][1] if tags else None
+
+
+def rng_state() -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save(engine, output: str | Path, step: int, meta: dict, rank: int, barrier, tokenizer_dir=None,
+         keep_last: int = 3) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint folder."""
+    root = ckpt_root(output)
+    tag = tag_for(step)
+    folder = root / tag
+    if rank == 0 and folder.exists():   # a leftover incomplete save of the same step (we resumed before it)
+        shutil.rmtree(folder)
+    barrier()
+    engine.save_checkpoint(str(root), tag=tag, client_state={"linkbert": meta}, save_latest=False)
+    torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
+    if rank == 0:
+        _atomic_write(folder / RUN_META, json.dumps(meta, indent=2, default=str) + "\n")
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                if (Path(tokenizer_dir) / name).is_file():
+                    shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
+    if os.environ.get(FAULT_ENV) == str(step):
+        os._exit(17)   # a crash between the files and the marker: this checkpoint must never be resumed
+    barrier()   # every rank's shards are on disk before the marker says so
+    if rank == 0:
+        _atomic_write(folder / COMPLETE, json.dumps({"step": step}) + "\n")
+        prune(root, keep_last)
+    barrier()
+    return folder
+
+
+def prune(root: Path, keep_last: int) -> list[Path]:
+    """Keep the newest keep_last complete checkpoints; drop older ones and incomplete leftovers."""
+    complete = list_tags(root)
+    keep = {p for _, p in complete[-keep_last:]}
+    newest = complete[-1][0] if complete else -1
+    removed = []
+    for step, p in list_tags(root, complete_only=False):
+        if p in keep:
+            continue
+        if (p / COMPLETE).is_file() or step <= newest:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def load(engine, folder: Path, rank: int) -> dict:
+    """Restore engine (model, optimizer, scheduler) and this rank's RNG; returns the run metadata."""
+    if not (folder / COMPLETE).is_file():
+        raise CheckpointError(f"{folder}: no {COMPLETE} marker; the save did not finish, pick an older one")
+    path, client = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_optimizer_states=True,
+                                          load_lr_scheduler_states=True)
+    if path is None:
+        raise CheckpointError(f"{folder}: DeepSpeed could not load it")
+    meta = json.loads((folder / RUN_META).read_text())
+    rng = folder / f"rng_rank{rank}.pt"
+    if rng.is_file():
+        set_rng_state(torch.load(rng, weights_only=False))
+        meta["rng_restored"] = True
+    else:   # resumed on more ranks than saved: new ranks start from their seed (logged by the trainer)
+        meta["rng_restored"] = False
+    return meta
+
+
+def resolve(ckpt: str | Path) -> Path:
+    """OUTPUT dir, OUTPUT/checkpoints or a step folder -> a complete step folder."""
+    p = Path(ckpt)
+    if (p / COMPLETE).is_file():
+        return p
+    for root in (p / "checkpoints", p):
+        tags = list_tags(root)
+        if tags:
+            return tags[-1][1]
+    if TAG_RE.match(p.name) and p.is_dir():
+        raise CheckpointError(f"{p}: no {COMPLETE} marker (the save was interrupted); use an older step folder")
+    raise CheckpointError(f"{p}: no complete checkpoint here (expected OUTPUT, OUTPUT/checkpoints or "
+                          "OUTPUT/checkpoints/stepN written by linkbert-pretrain)")
+
+
+def consolidated_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """fp32 weights of a checkpoint, whatever ZeRO stage wrote it (CPU only, no process group)."""
+    meta = json.loads((folder / RUN_META).read_text())
+    stage = int(meta.get("zero_stage", 0))
+    if stage >= 1:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        state = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    else:
+        files = sorted(folder.glob("mp_rank_*_model_states.pt"))
+        if not files:
+            raise CheckpointError(f"{folder}: no mp_rank_*_model_states.pt; not a DeepSpeed checkpoint")
+        state = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def export_hf(folder: Path, out_dir: str | Path) -> Path:
+    """Write an HF directory from a checkpoint folder (config and tokenizer come from the folder)."""
+    from transformers import BertConfig
+
+    from pretrain.hf_io import save_hf
+    meta = json.loads((folder / RUN_META).read_text())
+    config = BertConfig.from_dict(meta["model_config"])
+    state = consolidated_state_dict(folder)
+    tok = folder if any((folder / n).is_file() for n in TOKENIZER_FILES) else None
+    return save_hf(state, config, out_dir, tokenizer_dir=tok)

@@ -1,0 +1,344 @@
+"""The pretraining job config: typed dataclasses, the paper's presets, a file plus flag overrides.
+
+Every knob of a run lives here (torchtitan-style). Precedence, lowest first: dataclass defaults,
+``--preset``, ``--config FILE`` (JSON, YAML or TOML), the named flags of SPEC section 4, then generic
+``--section.key=value`` overrides.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A config a user wrote wrong; the message names the key and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"                     # tiny | base | large | an HF config directory
+    init_from: str | None = None           # HF BERT directory whose weights start the run
+    dropout: float | None = None           # override hidden/attention dropout (None: the config's)
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = field(default_factory=list)       # prepared dataset folders (linkbert-prep build)
+    weights: list[float] | None = None     # mixing weights, one per path (None: proportional to size)
+    mask_prob: float = 0.15
+    mask_token_prob: float = 0.8           # of the chosen tokens: [MASK]
+    random_token_prob: float = 0.1         # of the chosen tokens: a random token (the rest stay unchanged)
+    whole_word: bool = False               # mask whole words ("##" continuation tokens join their word)
+    tokenizer: str | None = None           # vocab for whole-word masking (default: the init/model dir)
+    max_predictions: int | None = None     # masked slots per sequence (None: ceil(mask_prob*len)+1)
+    held_out: int = 256                    # pairs kept out of training for the relation/MLM eval
+    prefetch: int = 8                      # micro-batches read ahead by the background reader
+    cache_mb: int = 64                     # HDF5 chunk cache per open shard
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"                    # adamw | lamb
+    impl: str = "auto"                     # auto | torch | fused (DeepSpeed/apex CUDA kernels)
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_steps: int | None = None        # absolute; else warmup_ratio * max_steps
+    warmup_ratio: float = 0.06
+    decay: str = "linear"                  # linear | polynomial | constant
+    power: float = 1.0                     # polynomial decay exponent
+    min_lr_ratio: float = 0.0              # lr at the end / peak lr
+
+
+@dataclass
+class TrainConfig:
+    output: str = ""
+    max_steps: int = 1000
+    micro_batch_size: int = 8
+    grad_accum: int = 1
+    global_batch_size: int | None = None   # if set, must equal micro x accum x world
+    seed: int = 0
+    precision: str = "fp32"                # fp32 | bf16 | fp16
+    zero_stage: int = 2
+    deepspeed_config: str | None = None    # a ds_configs/*.json (default: ds_configs/zero{stage}.json)
+    max_consecutive_skips: int = 20        # stop after this many non-finite / overflow steps in a row
+    nan_steps: list[int] = field(default_factory=list)  # fault injection for tests: poison these steps
+
+
+@dataclass
+class CheckpointConfig:
+    save_every: int = 500                  # optimizer steps between checkpoints (0: only at the end)
+    keep_last: int = 3
+    hf_every: int = 0                      # steps between HF exports to OUTPUT/hf-step{N} (0: final only)
+    export_final: bool = True
+
+
+@dataclass
+class MetricsConfig:
+    log_every: int = 1
+    eval_every: int = 0                    # steps between held-out evals (0: at the end only)
+    eval_batches: int = 8
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def warmup_steps(self) -> int:
+        s = self.schedule
+        return s.warmup_steps if s.warmup_steps is not None else int(round(s.warmup_ratio * self.train.max_steps))
+
+
+# The paper's runs (LINKBERT.md section 3). Batch 2048 x 512 is global: micro x accum x world must match it,
+# so presets fix global_batch_size and leave micro/accum to the flags (the check tells what to change).
+PRESETS: dict[str, dict] = {
+    "linkbert-tiny": {"model": {"name": "tiny"}, "optim": {"lr": 5e-3},
+                      "schedule": {"warmup_steps": 5000, "decay": "linear"},
+                      "train": {"max_steps": 10000, "global_batch_size": 2048, "precision": "fp16"}},
+    "linkbert-base": {"model": {"name": "base"}, "optim": {"lr": 3e-4},
+                      "schedule": {"warmup_steps": 5000, "decay": "linear"},
+                      "train": {"max_steps": 40000, "global_batch_size": 2048, "precision": "fp16"}},
+    "linkbert-large": {"model": {"name": "large"}, "optim": {"lr": 2e-4},
+                       "schedule": {"warmup_steps": 5000, "decay": "linear"},
+                       "train": {"max_steps": 40000, "global_batch_size": 2048, "precision": "fp16"}},
+    "biolinkbert-base": {"model": {"name": "base"}, "optim": {"lr": 6e-4},
+                         "schedule": {"warmup_steps": None, "warmup_ratio": 0.1, "decay": "linear"},
+                         "train": {"max_steps": 62500, "global_batch_size": 8192, "precision": "fp16"}},
+    "biolinkbert-large": {"model": {"name": "large"}, "optim": {"lr": 4e-4},
+                          "schedule": {"warmup_steps": None, "warmup_ratio": 0.2, "decay": "linear"},
+                          "train": {"max_steps": 62500, "global_batch_size": 8192, "precision": "fp16"}},
+}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Turn a file value or a command-line string into the field's declared type."""
+    origin, args = get_origin(tp), get_args(tp)
+    if value is None:
+        if type(None) in args or tp is Any:
+            return None
+        raise ConfigError(f"{where}: null is not allowed here")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip() != ""]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, where) for v in value]
+        if origin is tuple:
+            if len(args) > 1 and args[-1] is not Ellipsis and len(out) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(out)}")
+            return tuple(out)
+        return out
+    if args and type(None) in args:  # Optional[X]
+        if isinstance(value, str) and value.lower() in ("none", "null"):
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float, str):
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and not float(value).is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return out
+    return value
+
+
+def apply(cfg: RunConfig, updates: dict, source: str) -> RunConfig:
+    """Merge ``{section: {key: value}}`` into cfg, checking every name and type."""
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    for sec, kv in updates.items():
+        if sec not in sections:
+            raise ConfigError(f"{source}: unknown section {sec!r}; sections are {sorted(sections)}")
+        if not isinstance(kv, dict):
+            raise ConfigError(f"{source}: section {sec!r} must be a mapping of keys, got {kv!r}")
+        obj = getattr(cfg, sec)
+        hints = get_type_hints(type(obj))
+        for key, val in kv.items():
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown key {sec}.{key}; keys of {sec} are {sorted(hints)}")
+            setattr(obj, key, _coerce(val, hints[key], f"{source}: {sec}.{key}"))
+    return cfg
+
+
+def read_file(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".toml":
+            import tomllib
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # each parser has its own error type; all mean the same to the user
+        raise ConfigError(f"config file {p}: cannot parse ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+    return data
+
+
+def parse_override(text: str) -> dict:
+    """``section.key=value`` -> {section: {key: value}} (value still a string; apply() coerces it)."""
+    body = text[2:] if text.startswith("--") else text
+    if "=" not in body or "." not in body.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r}: write it as --section.key=value (e.g. --optim.lr=1e-4)")
+    name, value = body.split("=", 1)
+    sec, key = name.split(".", 1)
+    return {sec: {key.replace("-", "_"): value}}
+
+
+def build(preset: str | None = None, file: str | None = None, flags: dict | None = None,
+          overrides: list[str] | None = None) -> RunConfig:
+    cfg = RunConfig()
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        apply(cfg, PRESETS[preset], f"preset {preset}")
+    if file:
+        data = read_file(file)
+        if "preset" in data:
+            name = data.pop("preset")
+            if name not in PRESETS:
+                raise ConfigError(f"config file {file}: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+            apply(cfg, PRESETS[name], f"preset {name}")
+        apply(cfg, data, f"config file {file}")
+    if flags:
+        apply(cfg, flags, "command line")
+    for o in overrides or []:
+        apply(cfg, parse_override(o), "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    t, d, o, s = cfg.train, cfg.data, cfg.optim, cfg.schedule
+    checks = [
+        (t.precision in ("fp32", "bf16", "fp16"), "train.precision must be fp32, bf16 or fp16"),
+        (t.zero_stage in (0, 1, 2, 3), "train.zero_stage must be 0, 1, 2 or 3"),
+        (t.max_steps > 0, "train.max_steps must be > 0"),
+        (t.micro_batch_size > 0 and t.grad_accum > 0, "train.micro_batch_size and train.grad_accum must be > 0"),
+        (o.name in ("adamw", "lamb"), "optim.name must be adamw or lamb"),
+        (o.impl in ("auto", "torch", "fused"), "optim.impl must be auto, torch or fused"),
+        (s.decay in ("linear", "polynomial", "constant"), "schedule.decay must be linear, polynomial or constant"),
+        (0 < d.mask_prob < 1, "data.mask_prob must be in (0, 1)"),
+        (d.mask_token_prob + d.random_token_prob <= 1, "data.mask_token_prob + data.random_token_prob must be <= 1"),
+        (d.weights is None or len(d.weights) == len(d.paths),
+         f"data.weights has {len(d.weights or [])} values for {len(d.paths)} data paths: give one weight per path"),
+        (d.weights is None or all(w >= 0 and math.isfinite(w) for w in d.weights) and sum(d.weights) > 0,
+         "data.weights must be non-negative with a positive sum"),
+        (cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last must be >= 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+def ds_config_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "ds_configs"
+    if here.is_dir():
+        return here
+    import sys
+    return Path(sys.prefix) / "share" / "linkbert" / "ds_configs"
+
+
+def check_batch(cfg: RunConfig, world: int) -> int:
+    """global = micro x accum x world, or a clear error saying which flag to change."""
+    t = cfg.train
+    got = t.micro_batch_size * t.grad_accum * world
+    if t.global_batch_size is not None and t.global_batch_size != got:
+        per = t.micro_batch_size * world
+        hint = (f"use --grad-accum {t.global_batch_size // per}" if t.global_batch_size % per == 0 else
+                f"pick --micro-batch-size and --grad-accum with micro x accum = {t.global_batch_size / world:g}")
+        raise ConfigError(f"batch size: train.global_batch_size={t.global_batch_size} but micro "
+                          f"{t.micro_batch_size} x accum {t.grad_accum} x world {world} = {got}; {hint} "
+                          "(or set --train.global_batch_size=none)")
+    return got
+
+
+def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tuple[dict, bool]:
+    """The DeepSpeed JSON with every "auto" filled from the run's config.
+
+    Returns (config, client_optimizer): with optimizer type "auto" (ours) the optimizer section is
+    dropped and linkbert-pretrain passes its own optimizer; a real DeepSpeed type is kept for DeepSpeed.
+    """
+    t, o = cfg.train, cfg.optim
+    path = Path(t.deepspeed_config) if t.deepspeed_config else ds_config_dir() / f"zero{t.zero_stage}.json"
+    if not path.is_file():
+        raise ConfigError(f"DeepSpeed config {path} not found; pass --deepspeed-config ds_configs/zero2.json")
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"DeepSpeed config {path}: not valid JSON ({e})") from None
+    global_batch = check_batch(cfg, world)
+
+    def fill(d: dict, key: str, value):
+        if d.get(key, "auto") == "auto":
+            d[key] = value
+        elif d[key] != value and key != "gradient_clipping":
+            raise ConfigError(f"DeepSpeed config {path}: {key}={d[key]} contradicts the run's {value}; "
+                              f'write "auto" there and set it with linkbert-pretrain flags')
+
+    fill(ds, "train_micro_batch_size_per_gpu", t.micro_batch_size)
+    fill(ds, "gradient_accumulation_steps", t.grad_accum)
+    fill(ds, "train_batch_size", global_batch)
+    fill(ds, "gradient_clipping", o.grad_clip)
+    for name in ("bf16", "fp16"):
+        sec = ds.setdefault(name, {})
+        if sec.get("enabled", "auto") == "auto":
+            sec["enabled"] = t.precision == name
+    if ds.get("bf16", {}).get("enabled") and ds.get("fp16", {}).get("enabled"):
+        raise ConfigError(f"DeepSpeed config {path}: bf16 and fp16 are both enabled; enable one")
+    zo = ds.setdefault("zero_optimization", {})
+    zo.setdefault("stage", t.zero_stage)
+    t.zero_stage = int(zo["stage"])   # the file given wins over --train.zero_stage
+    off = zo.get("offload_optimizer") or {}
+    if off and device_type != "cuda":
+        off["pin_memory"] = False
+    opt = ds.get("optimizer")
+    client = opt is None or opt.get("type", "auto") == "auto"
+    if client:
+        ds.pop("optimizer", None)
+    else:
+        p = opt.setdefault("params", {})
+        for k, v in (("lr", o.lr), ("betas", list(o.betas)), ("eps", o.eps), ("weight_decay", o.weight_decay)):
+            if p.get(k, "auto") == "auto":
+                p[k] = v
+    ds.setdefault("zero_allow_untested_optimizer", True)
+    if off:
+        ds.setdefault("zero_force_ds_cpu_optimizer", False)
+    ds.setdefault("steps_per_print", 10**9)
+    return ds, client
