@@ -206,3 +206,25 @@ def test_kernel_mode_dispatch_on_cpu():
     assert not kernels.use_triton(x)  # CPU tensors take the PyTorch path unless forced
     with pytest.raises(ValueError):
         kernels.set_kernel_mode("cuda")
+
+
+def test_chunked_mlm_loss_keeps_no_full_logits():
+    """With the fused path on, nothing saved for the backward is as large as [masked rows, V] logits."""
+    conf = CONFIGS[1]
+    ours, _ = _pair(*conf, fused_mlm_loss=True, ce_chunk_size=37)
+    ids, mask, tt = _batch(conf[4])
+    pos = _masks(mask, p=6)
+    labels = torch.randint(0, conf[4], pos.shape)
+    n, v = pos.numel(), conf[4]
+    weight = ours.bert.embeddings.word_embeddings.weight
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ours(ids, mask, tt, masked_positions=pos, masked_labels=labels)
+    big = [tuple(t.shape) for t in saved if t.shape[-1:] == (v,) and t.numel() >= n * v
+           and t.data_ptr() != weight.data_ptr()]
+    assert not big, big
+    saved.clear()
+    ours.fused_mlm_loss = False  # the dense path does keep them: the check can fail
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ours(ids, mask, tt, masked_positions=pos, masked_labels=labels)
+    assert any(tuple(t.shape) == (n, v) for t in saved)
