@@ -30,6 +30,8 @@ def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool
     out = Path(out)
     if any(p.resolve() == out.resolve() for p in paths):
         raise PrepError(f"--out {out} is also an input; choose another output path")
+    if kind == "wikipedia":
+        options.setdefault("work_dir", out.parent)  # staging file beside the output, not in a small /tmp
     with CorpusWriter(out, stats, track_ids=getattr(mod, "TRACK_IDS", True)) as writer:
         writer.write_all(mod.iter_documents(paths, stats, progress=progress, **options))
         return writer.close()
