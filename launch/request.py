@@ -92,6 +92,8 @@ class Plan:
     def describe(self) -> str:
         import shlex
 
+        if self.submit:  # the sbatch script itself, so `--dry-run > job.sbatch` gives a submittable file
+            return next(iter(self.files.values())).rstrip() + f"\n# submit with: sbatch {shlex.quote(self.argv[-1])}"
         out = []
         for path, text in self.files.items():
             out.append(f"# file {path}\n{text.rstrip()}\n# end of {path}")

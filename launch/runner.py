@@ -31,7 +31,7 @@ def write_files(plan: Plan) -> None:
         Path(path).write_text(text)
 
 
-def submit(plan: Plan, parsable: bool, out=sys.stdout) -> str:
+def submit(plan: Plan, parsable: bool, out=None) -> str:
     """Run sbatch; print `Submitted batch job ID` as sbatch does, or the id alone with --parsable."""
     proc = subprocess.run(plan.argv, capture_output=True, text=True, timeout=120, env={**os.environ, **plan.env})
     if proc.returncode != 0:
@@ -39,6 +39,7 @@ def submit(plan: Plan, parsable: bool, out=sys.stdout) -> str:
         raise LaunchError(f"sbatch refused the job ({msg[-1] if msg else f'exit {proc.returncode}'}); "
                           f"script: {plan.argv[-1]}")
     job_id = parse_job_id(proc.stdout)
+    out = out or sys.stdout
     print(job_id if parsable else f"Submitted batch job {job_id}", file=out, flush=True)
     return job_id
 
@@ -66,9 +67,10 @@ def run_plan(plan: Plan, req: LaunchRequest) -> int:
             signal.signal(s, h)
 
 
-def launch(req: LaunchRequest, parsable: bool = False, out=sys.stdout) -> int:
+def launch(req: LaunchRequest, parsable: bool = False, out=None) -> int:
     """The whole `linkbert-launch`: plan, then print (--dry-run), submit (slurm) or run."""
     plan = make_plan(req)
+    out = out or sys.stdout
     if req.dry_run:
         print(plan.describe(), file=out, flush=True)
         return 0

@@ -1,0 +1,63 @@
+"""Real runs on this machine: `--scheduler local` and `mpi` start ranks that meet; a missing master times out."""
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.procs import child_env, free_port, run
+
+PROBE = str(Path(__file__).with_name("probe_allreduce.py"))
+LAUNCH = [sys.executable, "-m", "launch.cli"]
+
+
+def probes(out: str) -> list[dict]:
+    return [dict(kv.split("=", 1) for kv in line.split()[1:]) for line in out.splitlines()
+            if line.startswith("PROBE ")]
+
+
+def check_ranks(out: str, world: int):
+    ps = probes(out)
+    assert sorted(int(p["rank"]) for p in ps) == list(range(world)), out[-3000:]
+    assert all(int(p["world"]) == world for p in ps)
+    assert all(float(p["sum"]) == world * (world + 1) / 2 for p in ps)  # 1 + 2 + ... + world
+    return ps
+
+
+def test_local_two_ranks(tmp_path):
+    cp = run(LAUNCH + ["--scheduler", "local", "--procs-per-node", "2", "--", sys.executable, PROBE],
+             timeout=120, cwd=tmp_path)
+    ps = check_ranks(cp.stdout, 2)
+    assert {p["launcher"] for p in ps} == {"torchrun"}
+
+
+@pytest.mark.mpi
+def test_mpi_two_ranks_here(tmp_path):
+    port = free_port()
+    cp = run(LAUNCH + ["--scheduler", "mpi", "--procs-per-node", "2", "--master-port", str(port), "--",
+                       sys.executable, PROBE], timeout=120, cwd=tmp_path)
+    ps = check_ranks(cp.stdout, 2)
+    assert {p["launcher"] for p in ps} == {"pmi"}
+    assert sorted(int(p["local"]) for p in ps) == [0, 1]
+
+
+def test_torchrun_missing_master_times_out_with_address(tmp_path):
+    port = free_port()
+    t0 = time.monotonic()
+    cp = run(LAUNCH + ["--scheduler", "torchrun", "--nodes", "2", "--node-rank", "1", "--master-addr",
+                       "127.0.0.1", "--master-port", str(port), "--rendezvous-timeout", "2", "--",
+                       sys.executable, PROBE], timeout=60, cwd=tmp_path, check=False)
+    assert cp.returncode == 2
+    assert re.search(rf"rendezvous timed out after 2s: nothing answered at 127\.0\.0\.1:{port}", cp.stdout)
+    assert time.monotonic() - t0 < 30
+
+
+def test_rank_whose_master_never_comes_fails_naming_it(tmp_path):
+    """A rank started with a wrong master (no launcher pre-check) still fails within the timeout."""
+    port = free_port()
+    env = child_env(RANK="1", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                    LINKBERT_RENDEZVOUS_TIMEOUT="2")
+    cp = run([sys.executable, PROBE], timeout=60, env=env, check=False)
+    assert cp.returncode != 0
+    assert f"127.0.0.1:{port}" in cp.stdout and "RendezvousError" in cp.stdout
