@@ -358,6 +358,10 @@ def build(opts: BuildOptions, comm=None) -> dict:
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
         st = manifest["stats"]
+        gap = max(abs(st["pairs"]["mix"][k] - st["pairs"]["target_mix"][k]) for k in RELATION_NAMES)
+        if gap > 0.02:
+            print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: too few anchors "
+                  "have a next segment or an out-link for it", file=sys.stderr)
         mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
         print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}) from {st['documents']['used']} "
               f"documents, {st['segments']['total']} segments, {st['links']['used']} links, "

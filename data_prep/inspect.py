@@ -1,9 +1,137 @@
-"""(being written)"""
+"""Show a prepared dataset: its stats, a few decoded pairs with their source documents, and a plot.
+
+The plot has the relation mix next to the target, and the in-degree distribution of the documents
+chosen as linked partners beside that of all documents: with LinkBERT's 1/in-degree rule the chosen
+partners lean toward rarely-linked documents instead of the hubs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from data_prep.errors import PrepError
+from data_prep.shards import DATASETS, DOCS, RELATION_NAMES, ShardError, check_shard_attrs, load_manifest
 
 
-def add_arguments(p):
-    pass
+def add_arguments(p) -> None:
+    p.add_argument("dir", help="dataset directory made by `linkbert-prep build`")
+    p.add_argument("--num-pairs", type=int, default=3, help="decoded pairs to show")
+    p.add_argument("--seed", type=int, default=0, help="which pairs to show")
+    p.add_argument("--plot", default=None, help="write a PNG of the relation mix and linked in-degrees")
 
 
-def run(args):
-    raise SystemExit("not yet")
+def run(args) -> int:
+    print(inspect_dataset(args.dir, num_pairs=args.num_pairs, plot=args.plot, seed=args.seed))
+    return 0
+
+
+def load_pairs(dataset_dir, datasets=DATASETS) -> dict:
+    """Every shard's datasets concatenated in manifest order (for inspection and tests; small data)."""
+    m = load_manifest(dataset_dir)
+    parts: dict = {k: [] for k in datasets}
+    attrs = None
+    for s in m["shards"]:
+        with h5py.File(s["path"], "r") as f:
+            attrs = check_shard_attrs(s["path"], f.attrs)
+            for k in datasets:
+                parts[k].append(f[k][...])
+    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    out["attrs"] = attrs
+    return out
+
+
+def load_doc_ids(dataset_dir) -> list[str]:
+    with open(Path(dataset_dir) / DOCS, encoding="utf-8") as f:
+        return [json.loads(line)["id"] for line in f]
+
+
+def _tokenizer(dataset_dir, manifest):
+    from transformers import AutoTokenizer
+
+    for cand in (Path(dataset_dir) / manifest["tokenizer"].get("path", "tokenizer"),
+                 Path(manifest["tokenizer"].get("source", ""))):
+        if cand.is_dir():
+            return AutoTokenizer.from_pretrained(cand)
+    raise PrepError(f"{dataset_dir}: tokenizer folder missing; rebuild or pass it along with the dataset")
+
+
+def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, seed: int = 0) -> str:
+    try:
+        m = load_manifest(dataset_dir)
+    except ShardError as e:
+        raise PrepError(str(e)) from e
+    st = m["stats"]
+    lines = [f"dataset {dataset_dir}: {len(m['shards'])} shard(s), max_seq_len {m['max_seq_len']}, "
+             f"tokenizer {m['tokenizer']['name']} (vocab {m['tokenizer']['vocab_size']})"]
+    d, lk, p = st["documents"], st["links"], st["pairs"]
+    lines.append(f"documents: {d['in']} in, {d['used']} used, skipped {_nonzero(d['skipped'])}")
+    lines.append(f"links: {lk['in']} in, {lk['used']} used, dropped {_nonzero(lk['dropped'])}")
+    lines.append(f"segments: {st['segments']['total']} (mean {st['segments']['mean_tokens']:.1f} tokens), "
+                 f"tokens {st['tokens']}")
+    lines.append("pairs: " + f"{p['total']} = " + ", ".join(
+        f"{n} {p[n]} ({p['mix'][n]:.1%}, target {p['target_mix'][n]:.1%})" for n in RELATION_NAMES))
+    data = load_pairs(dataset_dir)
+    doc_ids = load_doc_ids(dataset_dir)
+    n = len(data["seq_lens"])
+    if num_pairs and n:
+        tok = _tokenizer(dataset_dir, m)
+        rows = np.random.default_rng(seed).choice(n, size=min(num_pairs, n), replace=False)
+        for r in sorted(rows.tolist()):
+            ids = data["input_ids"][r].astype(np.int64)
+            a, s = int(data["a_lens"][r]), int(data["seq_lens"][r])
+            lines.append(f"--- pair {r}: {RELATION_NAMES[int(data['pair_labels'][r])]}, "
+                         f"A = {doc_ids[data['anchor_doc'][r]]!r} segment {data['anchor_seg'][r]}, "
+                         f"B = {doc_ids[data['partner_doc'][r]]!r} segment {data['partner_seg'][r]}")
+            lines.append("A: " + tok.decode(ids[1:a - 1].tolist()))
+            lines.append("B: " + tok.decode(ids[a:s - 1].tolist()))
+    if plot:
+        plot_dataset(dataset_dir, data, m, plot)
+        lines.append(f"plot written to {plot}")
+    return "\n".join(lines)
+
+
+def _nonzero(d: dict) -> str:
+    nz = {k: v for k, v in d.items() if v}
+    return ", ".join(f"{k} {v}" for k, v in nz.items()) if nz else "none"
+
+
+def plot_dataset(dataset_dir, data: dict, manifest: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    p = manifest["stats"]["pairs"]
+    x = np.arange(3)
+    ax1.bar(x - 0.2, [p["mix"][n] for n in RELATION_NAMES], 0.4, label="actual")
+    ax1.bar(x + 0.2, [p["target_mix"][n] for n in RELATION_NAMES], 0.4, label="target")
+    ax1.set_xticks(x, RELATION_NAMES)
+    ax1.set_ylabel("fraction of pairs")
+    ax1.set_title(f"relation mix ({p['total']} pairs)")
+    ax1.legend()
+    gpath = Path(dataset_dir) / manifest.get("graph", "graph.npz")
+    if gpath.is_file():
+        g = np.load(gpath)
+        indeg = g["indegree"]
+        per_link = indeg[g["indices"]]  # what choosing uniformly among out-links would give
+        chosen = indeg[data["partner_doc"][data["pair_labels"] == 2]]
+        linked_to = indeg[indeg > 0]
+        top = max(int(indeg.max()) if len(indeg) else 1, 1)
+        bins = np.unique(np.geomspace(1, top + 1, 30).astype(int))
+        if len(linked_to):
+            ax2.hist(linked_to, bins=bins, density=True, histtype="step", label="linked-to documents")
+            ax2.hist(per_link, bins=bins, density=True, histtype="step", label="uniform over links")
+        if len(chosen):
+            ax2.hist(chosen, bins=bins, density=True, alpha=0.5, label="chosen linked partners")
+        ax2.set_xscale("log")
+        ax2.set_yscale("log")
+        ax2.legend()
+    ax2.set_xlabel("in-degree")
+    ax2.set_title("in-degree: linked partners vs all documents")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

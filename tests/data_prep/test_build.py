@@ -1,0 +1,161 @@
+"""`linkbert-prep build` on the bundled Jargon File: structure, relations, tokens, mix, counts, determinism."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from data_prep.cli import main as prep_main
+from tests.data_prep.build_checks import JARGON, check_dataset, load, read_jsonl, run_build, write_jsonl
+
+MAX_LEN = 128
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_dir):
+    return AutoTokenizer.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def jargon():
+    docs = read_jsonl(JARGON)
+    return docs, {d["id"]: d for d in docs}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, minilm_dir):
+    out = tmp_path_factory.mktemp("jargon128")
+    run_build(JARGON, minilm_dir, out, max_seq_len=MAX_LEN, dupe_factor=2, num_shards=3)
+    return out
+
+
+def test_full_corpus_pairs_are_right(built, jargon, tok):
+    docs, by_id = jargon
+    arrays, manifest, ids = load(built)
+    # rows of docs.jsonl = order of first appearance in the corpus
+    assert ids == [d["id"] for d in docs]
+    by_doc = check_dataset(arrays, manifest, ids, by_id, tok)
+    seg_len = manifest["options"]["segment_len"]
+    assert seg_len == (MAX_LEN - 3) // 2
+    # Sentence-aware: a segment that is not its document's last ends a sentence (terminal punctuation)
+    # unless it was filled up; greedy packing fills segments well.
+    ends = {tok.convert_tokens_to_ids(t) for t in (".", "!", "?")}
+    inner = [s for segs in by_doc.values() for k, s in segs.items() if k + 1 < len(segs)]
+    ended = sum(1 for s in inner if s[-1] in ends or len(s) >= seg_len - 8)
+    assert ended / len(inner) > 0.8
+    assert np.mean([len(s) for s in inner]) > 0.6 * seg_len
+
+
+def test_manifest_counts_add_up(built, jargon):
+    docs, by_id = jargon
+    arrays, m, ids = load(built)
+    st = m["stats"]
+    d, lk, p = st["documents"], st["links"], st["pairs"]
+    assert d["in"] == len(docs) == d["used"] + sum(d["skipped"].values())
+    assert lk["in"] == lk["used"] + sum(lk["dropped"].values())
+    # links recounted independently from the corpus
+    known = set(by_id)
+    n_in = n_missing = n_self = n_rep = 0
+    for doc in docs:
+        seen = set()
+        for t in doc.get("links", []):
+            n_in += 1
+            if t not in known:
+                n_missing += 1
+            elif t == doc["id"]:
+                n_self += 1
+            elif t in seen:
+                n_rep += 1
+            seen.add(t)
+    assert (lk["in"], lk["dropped"]["missing_target"], lk["dropped"]["self_link"], lk["dropped"]["repeated"]) == (
+        n_in, n_missing, n_self, n_rep)
+    assert p["total"] == len(arrays["seq_lens"]) == sum(s["num_pairs"] for s in m["shards"])
+    assert p["total"] == p["contiguous"] + p["random"] + p["linked"]
+    assert p["total"] == 2 * st["segments"]["total"]  # dupe factor 2, every segment an anchor
+    assert st["tokens"] == int(sum(np.bincount(arrays["anchor_doc"], weights=arrays["a_lens"] - 2))) // 2
+    sizes = [s["num_pairs"] for s in m["shards"]]
+    assert max(sizes) - min(sizes) <= 1 and len(sizes) == 3
+    assert m["tokenizer"]["vocab_size"] == 30522 and len(m["tokenizer"]["vocab_sha256"]) == 64
+
+
+def test_mix_hits_thirds(built):
+    arrays, m, _ = load(built)
+    mix = np.bincount(arrays["pair_labels"], minlength=3) / len(arrays["pair_labels"])
+    assert np.abs(mix - 1 / 3).max() < 0.02, mix
+
+
+def test_shuffled(built):
+    arrays, _, _ = load(built)
+    # pairs are not in anchor order: neighbouring rows come from unrelated documents
+    same_next = np.mean(arrays["anchor_doc"][1:] == arrays["anchor_doc"][:-1])
+    assert same_next < 0.05
+
+
+def test_mix_rebalanced_when_half_the_documents_have_no_links(tmp_path, jargon, minilm_dir, tok):
+    docs, _ = jargon
+    # drop every link of the even documents: then only ~41% of anchors can take "linked", ~65% have
+    # a next segment; applying the mix per anchor would give ~12% linked instead of 30%
+    part = [dict(d, links=[] if i % 2 == 0 else d.get("links", [])) for i, d in enumerate(docs)]
+    corpus = write_jsonl(tmp_path / "half.jsonl", part)
+    run_build(corpus, minilm_dir, tmp_path / "out", max_seq_len=MAX_LEN, pair_mix=(0.3, 0.4, 0.3))
+    arrays, m, ids = load(tmp_path / "out")
+    mix = np.bincount(arrays["pair_labels"], minlength=3) / len(arrays["pair_labels"])
+    assert np.abs(mix - [0.3, 0.4, 0.3]).max() < 0.02, mix
+    assert m["stats"]["graph"]["docs_with_links"] < 0.45 * len(part)
+    check_dataset(arrays, m, ids, {d["id"]: d for d in part}, tok)
+
+
+def test_no_links_gives_bert_50_50(tmp_path, jargon, minilm_dir):
+    docs, _ = jargon
+    part = [{"id": d["id"], "text": d["text"]} for d in docs[:400]]
+    corpus = write_jsonl(tmp_path / "nolinks.jsonl", part)
+    run_build(corpus, minilm_dir, tmp_path / "out", max_seq_len=MAX_LEN)
+    arrays, m, _ = load(tmp_path / "out")
+    mix = np.bincount(arrays["pair_labels"], minlength=3) / len(arrays["pair_labels"])
+    assert mix[2] == 0 and abs(mix[0] - 0.5) < 0.02, mix
+    assert m["stats"]["pairs"]["target_mix"] == {"contiguous": 0.5, "random": 0.5, "linked": 0.0}
+
+
+def test_seed_changes_pairs_same_seed_same_bytes(tmp_path, jargon, minilm_dir):
+    docs, _ = jargon
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs[:300])
+    outs = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_build(corpus, minilm_dir, tmp_path / name, max_seq_len=64, seed=seed)
+        outs[name] = load(tmp_path / name)[0]
+    for k in ("input_ids", "pair_labels", "partner_doc"):
+        assert np.array_equal(outs["a"][k], outs["b"][k])
+    assert not np.array_equal(outs["a"]["partner_doc"], outs["c"]["partner_doc"])
+
+
+def test_lead_partner_segment_option(tmp_path, jargon, minilm_dir):
+    docs, _ = jargon
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs[:300])
+    run_build(corpus, minilm_dir, tmp_path / "lead", max_seq_len=64, partner_segment="lead")
+    arrays, _, _ = load(tmp_path / "lead")
+    other = arrays["pair_labels"] > 0
+    assert (arrays["partner_seg"][other] == 0).all()
+    run_build(corpus, minilm_dir, tmp_path / "rand", max_seq_len=64)
+    arrays, _, _ = load(tmp_path / "rand")
+    assert (arrays["partner_seg"][arrays["pair_labels"] > 0] > 0).mean() > 0.3
+
+
+def test_cli_build_and_option_errors(tmp_path, jargon, minilm_dir, capsys):
+    docs, _ = jargon
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs[:50])
+    rc = prep_main(["build", "--corpus", str(corpus), "--tokenizer", str(minilm_dir), "--out",
+                    str(tmp_path / "o"), "--max-seq-len", "64", "--quiet"])
+    assert rc == 0
+    assert "pairs" in capsys.readouterr().err
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["max_seq_len"] == 64 and m["seed"] == 0
+    rc = prep_main(["build", "--corpus", str(corpus), "--tokenizer", str(minilm_dir), "--out",
+                    str(tmp_path / "o2"), "--max-seq-len", "64", "--segment-len", "40", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--segment-len 40" in err and "Traceback" not in err
+    rc = prep_main(["build", "--corpus", str(tmp_path / "missing.jsonl"), "--tokenizer", str(minilm_dir),
+                    "--out", str(tmp_path / "o3"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.jsonl" in err and len(err.strip().splitlines()) == 1
