@@ -13,8 +13,9 @@ LAUNCH = [sys.executable, "-m", "launch.cli"]
 
 
 def probes(out: str) -> list[dict]:
-    return [dict(kv.split("=", 1) for kv in line.split()[1:]) for line in out.splitlines()
-            if line.startswith("PROBE ")]
+    """PROBE lines, also behind a pdsh `node1: ` prefix."""
+    return [dict(kv.split("=", 1) for kv in line.split("PROBE ", 1)[1].split()) for line in out.splitlines()
+            if "PROBE " in line]
 
 
 def check_ranks(out: str, world: int):
