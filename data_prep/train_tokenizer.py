@@ -5,6 +5,7 @@ that `AutoTokenizer.from_pretrained` and `linkbert-prep build --tokenizer` load 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from data_prep.corpus import CorpusIndex, iter_documents
@@ -44,7 +45,8 @@ def train_tokenizer(corpus, out, vocab_size: int = 30522, lowercase: bool = Fals
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=SPECIALS, continuing_subword_prefix="##")
+                                        special_tokens=SPECIALS, continuing_subword_prefix="##",
+                                        show_progress=sys.stderr.isatty())
     index = CorpusIndex(skip_bad_lines=skip_bad_lines)
     count = 0
 
@@ -64,5 +66,8 @@ def train_tokenizer(corpus, out, vocab_size: int = 30522, lowercase: bool = Fals
                              pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]", model_max_length=512)
     Path(out).mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
+    # vocab.txt too: tools that read a BERT vocabulary directly (and the manifest's vocab hash) expect it.
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (Path(out) / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
     return {"vocab_size": tok.get_vocab_size(), "documents": count,
             "skipped": {k: v for k, v in index.skipped.items() if v}}

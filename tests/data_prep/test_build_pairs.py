@@ -1,0 +1,98 @@
+"""The pair sampler on graphs built for the purpose: 1/in-degree rule, rebalancing, determinism."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import chisquare
+
+from data_prep.pairs import fit_class_probs, sample_pairs, uniforms
+
+
+def _graph(num_docs, edges):
+    """CSR of a directed edge list, out-links in the given order; in-degrees."""
+    indptr = np.zeros(num_docs + 1, dtype=np.int64)
+    rows = [[] for _ in range(num_docs)]
+    for s, t in edges:
+        rows[s].append(t)
+    indptr[1:] = np.cumsum([len(r) for r in rows])
+    indices = np.array([t for r in rows for t in r], dtype=np.int64)
+    return indptr, indices, np.bincount(indices, minlength=num_docs)
+
+
+def _hub_graph():
+    # doc 0 links to docs 1..4, whose in-degrees are 1, 2, 4, 8 (extra in-links from docs 5..11)
+    edges = [(0, 1), (0, 2), (0, 3), (0, 4)]
+    for t, k in {2: 1, 3: 3, 4: 7}.items():
+        edges += [(5 + j, t) for j in range(k)]
+    num_docs = 12
+    indptr, indices, indeg = _graph(num_docs, edges)
+    assert list(indeg[1:5]) == [1, 2, 4, 8]
+    doc_seg_indptr = np.arange(num_docs + 1, dtype=np.int64)  # one segment per document
+    return doc_seg_indptr, indptr, indices, indeg
+
+
+def test_linked_partner_probability_is_inverse_indegree():
+    segs, indptr, indices, indeg = _hub_graph()
+    p = sample_pairs(segs, indptr, indices, indeg, mix=(0, 0, 1), dupe_factor=8000, seed=3)
+    chosen = p.partner[(p.anchor == 0) & (p.label == 2)]
+    counts = np.bincount(chosen, minlength=5)[1:5]
+    assert counts.sum() == 8000
+    expected = np.array([1, 1 / 2, 1 / 4, 1 / 8])
+    expected = expected / expected.sum() * counts.sum()
+    assert chisquare(counts, expected).pvalue > 1e-3, counts
+    # and the alternative really differs: uniform over the 4 out-links
+    u = sample_pairs(segs, indptr, indices, indeg, mix=(0, 0, 1), dupe_factor=8000, seed=3,
+                     linked_sampling="uniform")
+    uc = np.bincount(u.partner[(u.anchor == 0) & (u.label == 2)], minlength=5)[1:5]
+    assert chisquare(uc, np.full(4, 2000)).pvalue > 1e-3, uc
+    assert chisquare(counts, np.full(4, 2000)).pvalue < 1e-9
+
+
+def test_every_linked_partner_is_an_out_link_and_random_is_another_doc():
+    rng = np.random.default_rng(0)
+    num_docs = 60
+    edges = sorted({(int(s), int(t)) for s, t in rng.integers(0, num_docs, (200, 2)) if s != t})
+    indptr, indices, indeg = _graph(num_docs, edges)
+    nseg = rng.integers(1, 6, num_docs)
+    segs = np.concatenate([[0], np.cumsum(nseg)]).astype(np.int64)
+    p = sample_pairs(segs, indptr, indices, indeg, dupe_factor=5, seed=1)
+    seg_doc = np.repeat(np.arange(num_docs), nseg)
+    ad, pd = seg_doc[p.anchor], seg_doc[p.partner]
+    out = {(s, t) for s, t in edges}
+    assert all((a, b) in out for a, b in zip(ad[p.label == 2], pd[p.label == 2]))
+    assert (ad[p.label == 1] != pd[p.label == 1]).all()
+    c = p.label == 0
+    assert (p.partner[c] == p.anchor[c] + 1).all() and (ad[c] == pd[c]).all()
+    mix = np.bincount(p.label, minlength=3) / len(p.label)
+    assert np.abs(mix - 1 / 3).max() < 0.02, mix
+    # random partners cover many documents and their segments (not only the lead)
+    assert len(set(pd[p.label == 1])) > 40 and (p.partner - segs[pd])[p.label == 1].max() > 0
+
+
+def test_pairs_are_a_function_of_seed_anchor_dupe():
+    segs, indptr, indices, indeg = _hub_graph()
+    a = sample_pairs(segs, indptr, indices, indeg, dupe_factor=3, seed=7)
+    b = sample_pairs(segs, indptr, indices, indeg, dupe_factor=3, seed=7)
+    c = sample_pairs(segs, indptr, indices, indeg, dupe_factor=3, seed=8)
+    assert all(np.array_equal(x, y) for x, y in ((a.anchor, b.anchor), (a.partner, b.partner), (a.label, b.label)))
+    assert not np.array_equal(a.partner, c.partner)
+    u1 = uniforms(5, np.arange(1000), np.zeros(1000, np.int64), 1)
+    u2 = uniforms(5, np.arange(1000)[::-1], np.zeros(1000, np.int64), 1)[::-1]
+    assert np.array_equal(u1, u2)  # keyed per element, not a stream
+    assert 0 <= u1.min() and u1.max() < 1 and abs(u1.mean() - 0.5) < 0.05
+
+
+def test_fit_class_probs_matches_target_when_feasible():
+    allowed = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
+    counts = np.array([0, 0, 100, 300, 0, 0, 250, 350], dtype=float)  # some anchors lack next or links
+    probs = fit_class_probs(allowed, counts, np.array([0.3, 0.4, 0.3]))
+    assert np.allclose(probs.sum(1)[counts > 0], 1)
+    assert not probs[~allowed].any()
+    mix = counts @ probs / counts.sum()
+    assert np.allclose(mix, [0.3, 0.4, 0.3], atol=1e-9)
+
+
+def test_one_document_no_random_partner_and_counted():
+    segs = np.array([0, 3], dtype=np.int64)
+    indptr, indices, indeg = _graph(1, [])
+    p = sample_pairs(segs, indptr, indices, indeg)
+    assert (p.label == 0).all() and len(p.label) == 2 and p.dropped_anchor_draws == 1
