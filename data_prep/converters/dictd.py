@@ -100,7 +100,7 @@ def clean_entry(body: str, is_ref=looks_like_term, stats: ConvertStats | None = 
             if stats is not None:
                 stats.other["art_paragraphs_dropped"] += 1
             continue
-        out.append(" ".join(ln.strip() for ln in para))
+        out.append(" ".join(" ".join(para).split()))
     return "\n".join(out)
 
 
