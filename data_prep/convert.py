@@ -1,5 +1,6 @@
-"""Convert real sources (PubMed XML, Wikipedia dumps / WikiExtractor output, HTML folders, dictd
-dictionaries) into the corpus JSON Lines that `linkbert-prep build` reads (SPEC section 2)."""
+"""Convert real sources into the corpus JSON Lines that `linkbert-prep build` reads (SPEC section 2).
+
+Kinds: PubMed XML, Wikipedia dumps / WikiExtractor output, folders of HTML pages, dictd dictionaries."""
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="input files or directories (html: the site's folder; dictd: the .index file)")
     p.add_argument("--out", required=True, help="output corpus: .jsonl, .jsonl.gz or .jsonl.bz2")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only when stderr is a terminal)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="wikipedia: processes parsing wikitext (output identical for any number; default 1)")
     p.add_argument("--keep-title-only", action="store_true",
                    help="pubmed: keep citations that have a title but no abstract (skipped by default)")
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {"keep_title_only": True} if args.kind == "pubmed" and args.keep_title_only else {}
-    summary = convert(args.kind, args.inputs, args.out, progress=not args.no_progress, **options)
+    options = {}
+    if args.kind == "pubmed" and args.keep_title_only:
+        options["keep_title_only"] = True
+    if args.workers < 1:
+        raise PrepError(f"--workers {args.workers}: give 1 or more")
+    if args.kind == "wikipedia" and args.workers > 1:
+        options["workers"] = args.workers
+    # Bars only on a terminal: in a batch job's log, carriage-return redraws are noise.
+    progress = not args.no_progress and sys.stderr.isatty()
+    summary = convert(args.kind, args.inputs, args.out, progress=progress, **options)
     for line in _summary_lines(summary):
         print(line, file=sys.stdout)
     print(f"wrote {summary['out']} (stats: {summary['out']}.stats.json)")

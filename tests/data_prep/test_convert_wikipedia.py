@@ -196,3 +196,12 @@ def test_strip_anchors_counts_external():
     text, links = strip_anchors('<a href="http://x.org">site</a> and <a href="Foo%20bar">foo</a>', stats)
     assert (text, links) == ("site and foo", ["Foo bar"])
     assert stats.links["not_article_external"] == 1 and stats.links["read"] == 2
+
+
+def test_worker_processes_give_identical_output(tmp_path):
+    a, b = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    convert("wikipedia", [DUMP], a, progress=False)
+    convert("wikipedia", [DUMP], b, progress=False, workers=2)
+    assert a.read_bytes() == b.read_bytes()
+    assert json.loads((tmp_path / "one.jsonl.stats.json").read_text())["links"] == \
+        json.loads((tmp_path / "two.jsonl.stats.json").read_text())["links"]
