@@ -91,3 +91,28 @@ def _cpuinfo() -> tuple[set[str], float]:
         elif key == "cpu MHz":
             mhz = float(value)
     return flags, mhz
+
+
+def flop_counter_mapping() -> dict:
+    """Extra formulas for ``torch.utils.flop_counter.FlopCounterMode(custom_mapping=...)``.
+
+    torch's counter has no formula for the CPU flash-attention kernels SDPA picks on larger inputs, so
+    attention would count as zero there. Counted here like the matmuls: forward 2 bmm, backward 4
+    (the kernel's recomputation of the scores is not useful work, as in the MFU convention).
+    """
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    mapping = {}
+    for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", fwd),
+                     ("_scaled_dot_product_flash_attention_for_cpu_backward", bwd)):
+        if hasattr(aten, name):
+            mapping[getattr(aten, name)] = fn
+    return mapping

@@ -17,7 +17,7 @@ def _counted_step(model, b, s, p, sparse, training=True):
         kw["masked_labels"] = torch.randint(0, v, (b, p))
     else:  # dense head: every position predicted
         kw["masked_labels"] = torch.randint(0, v, (b, s))
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=flops.flop_counter_mapping()) as counter:
         out = model(ids, torch.ones_like(ids), **kw)
         if training:
             out.loss.backward()
