@@ -139,7 +139,7 @@ def _open_out(path: Path, tmp: Path) -> tuple[io.TextIOBase, list]:
     if name.endswith(".gz"):
         # No file name and mtime 0 in the header: the same input gives byte-identical output (the
         # bundled corpus is committed and checked against a fresh conversion).
-        inner = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=9, mtime=0)
+        inner = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0)
         return io.TextIOWrapper(inner, encoding="utf-8"), [raw]
     if name.endswith(".bz2"):
         return io.TextIOWrapper(bz2.BZ2File(raw, "wb"), encoding="utf-8"), [raw]

@@ -32,11 +32,15 @@ _DROP_ROLES = {"navigation", "banner", "contentinfo", "search", "complementary",
                "toolbar", "dialog"}
 # Class/id tokens of navigation across common generators: Sphinx (related, sphinxsidebar, headerlink),
 # Texinfo (header/nav-panel, section-toc, menu, copiable-anchor), DocBook (navheader/navfooter), mdBook,
-# MkDocs (md-nav, md-header), Javadoc, rustdoc and typical hand-written sites.
+# MkDocs (md-nav, md-header), Javadoc, rustdoc, MediaWiki and typical hand-written sites.
 _NAV_TOKENS = {"header", "footer", "menu", "sidebar", "toc", "breadcrumb", "breadcrumbs", "related", "navbar",
                "navigation", "nav", "skip", "skip-link", "skiplink", "topbar", "masthead", "site-header",
                "site-footer", "copiable-anchor", "headerlink", "sphinxsidebar", "pager", "pagination",
-               "cookie", "cookie-banner", "share", "social"}
+               "cookie", "cookie-banner", "share", "social",
+               # MediaWiki HTML (Wikipedia HTML dumps): edit links, footnote markers, reference lists,
+               # category and print-only boxes
+               "mw-editsection", "reference", "reflist", "references", "mw-references-wrap", "catlinks",
+               "printfooter", "noprint", "mw-jump-link", "mw-indicators", "mw-cite-backlink"}
 _NAV_PREFIXES = ("nav", "sidebar", "breadcrumb", "menu-", "footer", "toc-", "md-nav", "md-header",
                  "md-footer", "md-sidebar")
 _NAV_SUFFIXES = ("-nav", "-navigation", "-sidebar", "-footer", "-header", "-menu", "-toc", "-breadcrumbs",

@@ -83,11 +83,10 @@ def _citation(rec) -> Citation:
                                             (at.get("NlmCategory") or "").strip(), text))
     cited: list[str] = []
     bad = 0
-    # Document order: CommentsCorrections sit in MedlineCitation, the ReferenceList in PubmedData after it.
+    # Document order: CommentsCorrections sit in MedlineCitation, the ReferenceList after it (in PubmedData
+    # for articles, in BookDocument for books).
     ids = [p.text for p in doc.iterfind("CommentsCorrectionsList/CommentsCorrections[@RefType='Cites']/PMID")]
-    data = rec.find("PubmedData")
-    if data is not None:
-        ids += [a.text for a in data.iterfind(".//ReferenceList//Reference/ArticleIdList/ArticleId[@IdType='pubmed']")]
+    ids += [a.text for a in rec.iterfind(".//ReferenceList//Reference/ArticleIdList/ArticleId[@IdType='pubmed']")]
     seen = set()
     for raw in ids:
         pid = (raw or "").strip()

@@ -148,3 +148,27 @@ def test_bad_inputs(tmp_path):
     shutil.copytree(SITE, copy)
     with pytest.raises(PrepError, match="also an input"):
         convert("html", [copy], copy, progress=False)
+
+
+def test_mediawiki_html_page(tmp_path):
+    """The shape of a page of a Wikipedia HTML dump (MediaWiki skin markup)."""
+    site = tmp_path / "wiki" / "A"
+    site.mkdir(parents=True)
+    (site / "Abacus.html").write_text(
+        '<html><head><title>Abacus - Wikipedia</title></head><body><a class="mw-jump-link" href="#content">'
+        'Jump to content</a><div id="mw-navigation"><a href="Main_Page.html">Main page</a></div>'
+        '<div id="content" role="main"><h1>Abacus</h1><div class="hatnote navigation-not-searchable">Not to be'
+        ' confused with <a href="Abaca.html">Abaca</a>.</div><p>The <b>abacus</b> is a calculating tool'
+        '<sup class="reference"><a href="#cite_note-1">[1]</a></sup> used in <a href="../C/China.html">China'
+        '</a>.</p><h2>History<span class="mw-editsection">[<a href="edit.html">edit</a>]</span></h2>'
+        '<p>Old.</p><div class="reflist"><ol class="references"><li>A book.</li></ol></div>'
+        '<div id="catlinks" class="catlinks"><a href="Category_Tools.html">Tools</a></div></div>'
+        '<div id="footer"><a href="Privacy.html">Privacy policy</a></div></body></html>')
+    (tmp_path / "wiki" / "C").mkdir()
+    (tmp_path / "wiki" / "C" / "China.html").write_text("<html><body><p>A country.</p></body></html>")
+    out = tmp_path / "o.jsonl"
+    convert("html", [tmp_path / "wiki"], out, progress=False)
+    doc = read_corpus(out)[0]
+    assert doc["id"] == "A/Abacus.html" and doc["title"] == "Abacus - Wikipedia"
+    assert doc["text"] == "Abacus\nThe abacus is a calculating tool used in China.\nHistory\nOld."
+    assert doc["links"] == ["C/China.html"]
