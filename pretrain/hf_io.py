@@ -156,8 +156,8 @@ def save_hf(model_or_state_dict, config, out_dir: str | Path, tokenizer_dir: str
     cfg.update(model_type="bert", architectures=["BertForMaskedLM"], num_relations=NUM_RELATIONS,
                relation_names=list(RELATION_NAMES), tie_word_embeddings=True)
     if dtype is not None:
-        cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
-    for k in ("_name_or_path", "attn_implementation", "_attn_implementation_autoset"):
+        cfg["dtype"] = str(dtype).removeprefix("torch.")
+    for k in ("_name_or_path", "attn_implementation", "_attn_implementation_autoset", "torch_dtype"):
         cfg.pop(k, None)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if tokenizer_dir is not None:
