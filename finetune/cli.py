@@ -1,0 +1,126 @@
+"""`linkbert-finetune`: fine-tune and evaluate any BERT-family HF checkpoint on LinkBERT's tasks.
+
+    linkbert-finetune --task qa|seqcls|multilabel|regression|ner|mc --model HF_DIR \
+        --train F --validation F [--test F] --output DIR [--preset NAME] [Trainer flags]
+    linkbert-finetune blurb-score [--split test] TASK=RUN_DIR ... | SCORES.json
+
+A thin shell over finetune.runner.run_finetune and finetune.blurb; errors a user can cause are one line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from finetune.errors import FinetuneError
+from finetune.presets import preset_names, resolve_preset
+from finetune.runner import FinetuneArgs, run_finetune
+from finetune.tasks import TASK_KINDS
+
+_DEFAULTS = {f.name: f.default for f in fields(FinetuneArgs) if f.name not in ("notes",)}
+_QA_DEFAULTS = {"max_seq_length": 384}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linkbert-finetune", description=__doc__.splitlines()[0],
+                                epilog="Also: `linkbert-finetune blurb-score --help`.")
+    S = argparse.SUPPRESS   # unset flags stay absent, so a preset can fill them and flags override it
+    io = p.add_argument_group("data and model")
+    io.add_argument("--task", choices=TASK_KINDS, default=S, help="task kind (a --preset implies one)")
+    io.add_argument("--model", required=True, help="Hugging Face checkpoint directory (BERT family)")
+    io.add_argument("--train", default=S, help="training JSON Lines file; without it: predict only")
+    io.add_argument("--validation", default=S, help="validation JSON Lines file")
+    io.add_argument("--test", default=S, help="test JSON Lines file (labels optional)")
+    io.add_argument("--output", required=True, help="output directory")
+    io.add_argument("--preset", default=None, metavar="NAME",
+                    help="hyperparameters of LinkBERT's run_examples for a task: "
+                         + ", ".join(n for n in preset_names() if not n.endswith("-large"))
+                         + " (append -large for large-model values)")
+    tr = p.add_argument_group("Trainer flags (as in LinkBERT's run_examples scripts)")
+    for name, typ in [("num_train_epochs", float), ("max_steps", int), ("learning_rate", float),
+                      ("per_device_train_batch_size", int), ("per_device_eval_batch_size", int),
+                      ("gradient_accumulation_steps", int), ("max_seq_length", int), ("warmup_ratio", float),
+                      ("warmup_steps", int), ("weight_decay", float), ("adam_beta1", float),
+                      ("adam_beta2", float), ("adam_epsilon", float), ("max_grad_norm", float),
+                      ("lr_scheduler_type", str), ("seed", int), ("eval_steps", int), ("logging_steps", int),
+                      ("report_to", str), ("dataloader_num_workers", int)]:
+        default = _DEFAULTS[name]
+        tr.add_argument(f"--{name}", type=typ, default=S,
+                        help=f"default {default}" + (" (qa: 384)" if name == "max_seq_length" else ""))
+    tr.add_argument("--fp16", action="store_true", default=S, help="fp16 mixed precision (CUDA only)")
+    tr.add_argument("--bf16", action="store_true", default=S, help="bf16 mixed precision")
+    tr.add_argument("--deepspeed", default=S, metavar="JSON", help="DeepSpeed config passed to the Trainer")
+    tr.add_argument("--disable_tqdm", action="store_true", default=S)
+    tk = p.add_argument_group("task options")
+    tk.add_argument("--doc_stride", type=int, default=S, help="qa: window overlap in tokens (128)")
+    tk.add_argument("--n_best_size", type=int, default=S, help="qa: start/end candidates (20)")
+    tk.add_argument("--max_answer_length", type=int, default=S, help="qa: longest answer in tokens (30)")
+    tk.add_argument("--ignore_negative_class", action="store_true", default=S,
+                    help="seqcls: also micro P/R/F1 without class id 0 of the sorted labels (ChemProt/DDI/GAD)")
+    tk.add_argument("--return_macro_metrics", action="store_true", default=S,
+                    help="ner: mean of per-type P/R/F1 (EBM PICO)")
+    tk.add_argument("--no_document_regroup", action="store_true", default=S,
+                    help="multilabel: score rows as they are, not OR-ed per document id (HoC regroups)")
+    tk.add_argument("--no_save_model", dest="save_model", action="store_false", default=S,
+                    help="do not write the fine-tuned model into --output")
+    return p
+
+
+def args_from_namespace(ns: argparse.Namespace) -> FinetuneArgs:
+    """Defaults < task defaults < preset < explicit flags."""
+    given = {k: v for k, v in vars(ns).items() if k != "preset"}
+    values = dict(_DEFAULTS)
+    task = given.get("task")
+    preset_values = {}
+    if ns.preset:
+        preset_task, preset_values = resolve_preset(ns.preset)
+        if task and task != preset_task:
+            raise FinetuneError(f"--preset {ns.preset} is a {preset_task} task, not --task {task}")
+        task = preset_task
+        preset_values = dict(preset_values)
+        preset_values["ignore_negative_class"] = preset_values.get("ignore_negative_class", False)
+    if not task:
+        raise FinetuneError("give --task (one of " + ", ".join(TASK_KINDS) + ") or --preset")
+    if task == "qa":
+        values.update(_QA_DEFAULTS)
+    values.update(preset_values)
+    values.update(given)
+    values["task"] = task
+    return FinetuneArgs(**{k: v for k, v in values.items() if k in _DEFAULTS})
+
+
+def build_blurb_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linkbert-finetune blurb-score",
+                                description="BLURB score (mean of 6 task-family means) from fine-tuning results")
+    p.add_argument("results", nargs="+",
+                   help="TASK=RUN_DIR (or TASK=path/metrics.json), or a JSON file mapping task -> score")
+    p.add_argument("--split", default="test", help="split of metrics.json to read (default test)")
+    p.add_argument("--percent", action="store_true", help="scores in JSON mapping files are percentages")
+    p.add_argument("--allow_partial", action="store_true", help="score whatever families are present")
+    return p
+
+
+def blurb_main(argv: list[str]) -> int:
+    from finetune.blurb import blurb_score, collect_scores
+
+    a = build_blurb_parser().parse_args(argv)
+    result = blurb_score(collect_scores(a.results, a.split, a.percent), allow_partial=a.allow_partial)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "blurb-score":
+            return blurb_main(argv[1:])
+        run_finetune(args_from_namespace(build_parser().parse_args(argv)))
+        return 0
+    except FinetuneError as e:
+        print(f"linkbert-finetune: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""One fine-tuning run: check the model dir, read and encode the files, train, predict, write outputs.
+
+`run_finetune(FinetuneArgs(...))` is what `linkbert-finetune` calls and what tests call directly.
+Outputs in `output`: metrics.json ({split: {metric: value}}, unrounded), predictions_<split>.json
+({id: prediction}), run_info.json (options, label list, counts of truncated/skipped things, timings),
+and the fine-tuned model + tokenizer (unless save_model is off) for a later predict-only run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from finetune.data_io import read_jsonl
+from finetune.errors import FinetuneError
+from finetune.tasks import TASK_KINDS, Split, TaskOptions, make_task
+
+# Encoders whose AutoModelFor{SequenceClassification,QuestionAnswering,TokenClassification,MultipleChoice}
+# heads exist and take [CLS] A [SEP] B [SEP]-style pairs: the family LinkBERT's scripts were written for.
+BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "deberta", "deberta-v2", "distilbert",
+               "albert", "mpnet", "megatron-bert", "ernie", "xlm-roberta-xl", "modernbert")
+
+log = logging.getLogger("linkbert.finetune")
+
+
+@dataclass
+class FinetuneArgs:
+    task: str
+    model: str
+    output: str
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    # Trainer flags of LinkBERT's run_examples (HF defaults where they pass none)
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 5e-5
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    max_seq_length: int = 128
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    lr_scheduler_type: str = "linear"
+    seed: int = 42
+    fp16: bool = False
+    bf16: bool = False
+    eval_steps: int = 0
+    logging_steps: int = 50
+    deepspeed: str | None = None
+    report_to: str = "none"
+    dataloader_num_workers: int = 0
+    disable_tqdm: bool = False
+    # task options
+    doc_stride: int = 128
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    ignore_negative_class: bool = False
+    return_macro_metrics: bool = False
+    no_document_regroup: bool = False
+    save_model: bool = True
+    notes: list = field(default_factory=list)
+
+
+def check_model_dir(path: str | Path) -> dict:
+    """config.json of a BERT-family Hugging Face directory, or a FinetuneError saying what is wrong."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not path.is_dir():
+        raise FinetuneError(f"{path}: no such model directory (give a Hugging Face checkpoint directory)")
+    if not cfg_file.is_file():
+        raise FinetuneError(f"{path}: no config.json; not a Hugging Face checkpoint directory "
+                            "(linkbert-export writes one)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise FinetuneError(f"{cfg_file}:{e.lineno}: not valid JSON ({e.msg})") from None
+    mt = cfg.get("model_type")
+    if mt not in BERT_FAMILY:
+        raise FinetuneError(f"{cfg_file}: model_type {mt!r} is not a BERT-family encoder "
+                            f"(supported: {', '.join(BERT_FAMILY)})")
+    if not any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin",
+                                               "model.safetensors.index.json", "pytorch_model.bin.index.json")):
+        raise FinetuneError(f"{path}: no model.safetensors or pytorch_model.bin weights")
+    if not any((path / n).is_file() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise FinetuneError(f"{path}: no tokenizer files (tokenizer.json or vocab.txt)")
+    return cfg
+
+
+def _precision(args: FinetuneArgs) -> tuple[bool, bool]:
+    import torch
+
+    fp16, bf16 = args.fp16, args.bf16
+    if fp16 and bf16:
+        raise FinetuneError("--fp16 and --bf16 are exclusive; pick one")
+    if fp16 and not torch.cuda.is_available():
+        # fp16 mixed precision needs CUDA; the presets ask for it (as the authors' scripts do)
+        args.notes.append("fp16 requested but no CUDA device: training in fp32")
+        fp16 = False
+    return fp16, bf16
+
+
+def _training_arguments(args: FinetuneArgs, has_eval: bool):
+    from transformers import TrainingArguments
+
+    fp16, bf16 = _precision(args)
+    # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a ratio); an explicit
+    # step count wins over a ratio, as it did in transformers 4.
+    warmup = args.warmup_steps if args.warmup_steps > 0 else float(args.warmup_ratio)
+    evaluating = bool(args.eval_steps) and has_eval
+    return TrainingArguments(
+        output_dir=args.output, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
+        learning_rate=args.learning_rate, per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_steps=warmup,
+        weight_decay=args.weight_decay, adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2,
+        adam_epsilon=args.adam_epsilon, max_grad_norm=args.max_grad_norm,
+        lr_scheduler_type=args.lr_scheduler_type, seed=args.seed, data_seed=args.seed, fp16=fp16, bf16=bf16,
+        eval_strategy="steps" if evaluating else "no", eval_steps=args.eval_steps if evaluating else None,
+        save_strategy="no", logging_steps=args.logging_steps, report_to=args.report_to,
+        deepspeed=args.deepspeed, dataloader_num_workers=args.dataloader_num_workers,
+        disable_tqdm=args.disable_tqdm, remove_unused_columns=False,
+    )
+
+
+def _read_split(task, path: str, split: str) -> tuple[list[dict], bool]:
+    rows = read_jsonl(path)
+    has_gold = task.validate(rows, split)
+    return rows, has_gold
+
+
+def run_finetune(args: FinetuneArgs) -> dict:
+    """Fine-tune (when `train` is given) and evaluate/predict; returns the metrics.json content."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # local directories only; never fetch from a hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.task not in TASK_KINDS:
+        raise FinetuneError(f"unknown --task {args.task!r}; one of {', '.join(TASK_KINDS)}")
+    if not (args.validation or args.test):
+        raise FinetuneError("give --validation and/or --test (what to evaluate or predict)")
+    if args.deepspeed and not Path(args.deepspeed).is_file():
+        raise FinetuneError(f"{args.deepspeed}: no such DeepSpeed config file")
+    check_model_dir(args.model)
+    task = make_task(args.task, TaskOptions(
+        max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
+        max_answer_length=args.max_answer_length, ignore_negative_class=args.ignore_negative_class,
+        macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup))
+
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer, set_seed
+
+    transformers.logging.set_verbosity_warning()
+    config = AutoConfig.from_pretrained(args.model, local_files_only=True)
+
+    # rows first: a bad file should fail before the model is loaded
+    splits_rows: dict[str, tuple[list[dict], bool]] = {}
+    if args.train:
+        splits_rows["train"] = _read_split(task, args.train, "train")
+        task.fit_labels(splits_rows["train"][0])
+    else:
+        task.labels_from_config(config)
+    for name, path in (("validation", args.validation), ("test", args.test)):
+        if path:
+            splits_rows[name] = _read_split(task, path, name)
+    for name, (rows, has_gold) in splits_rows.items():
+        if has_gold and name != "train":
+            task.check_labels(rows, name)
+
+    set_seed(args.seed)   # before the head is created: its random init is part of the run
+    tokenizer = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
+    overrides = task.config_overrides() if args.train else {}
+    config = AutoConfig.from_pretrained(args.model, local_files_only=True, **overrides)
+    model = task.auto_model_class().from_pretrained(args.model, config=config, local_files_only=True)
+    if args.train:
+        model.config.linkbert_finetune = task.task_info()
+
+    if args.max_seq_length > tokenizer.model_max_length:
+        raise FinetuneError(f"--max_seq_length {args.max_seq_length} exceeds the model's "
+                            f"{tokenizer.model_max_length} positions")
+    encoded: dict[str, Split] = {name: task.encode(rows, tokenizer, name, has_gold)
+                                 for name, (rows, has_gold) in splits_rows.items()}
+    validation = encoded.get("validation")
+    trainer_cls = __import__("finetune.trainer", fromlist=["TaskTrainer"]).TaskTrainer
+    trainer = trainer_cls(
+        model=model, args=_training_arguments(args, has_eval=bool(validation and validation.has_gold)),
+        train_dataset=encoded["train"].dataset if "train" in encoded else None,
+        data_collator=task.collator(tokenizer), processing_class=tokenizer, task=task,
+        eval_split=validation if validation is not None and validation.has_gold else None)
+
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info: dict = {"options": {k: v for k, v in asdict(args).items() if k != "notes"},
+                  "task_info": task.task_info(), "splits": {}}
+    if "train" in encoded:
+        result = trainer.train()
+        info["train"] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        info["train"]["steps"] = int(result.global_step)
+        if args.save_model:
+            trainer.save_model(str(out_dir))
+
+    all_metrics: dict[str, dict] = {}
+    for name in ("validation", "test"):
+        if name not in encoded:
+            continue
+        predictions, metrics, stats = trainer.run_split(encoded[name], "eval" if name == "validation" else "test")
+        if encoded[name].has_gold:
+            all_metrics[name] = metrics
+        _write_json(out_dir / f"predictions_{name}.json", predictions)
+        info["splits"][name] = {**stats, "counts": encoded[name].counts, "has_gold": encoded[name].has_gold}
+    if "train" in encoded:
+        info["splits"]["train"] = {"examples": len(encoded["train"].rows),
+                                   "features": len(encoded["train"].features), "counts": encoded["train"].counts}
+    info["notes"] = list(args.notes)
+    _write_json(out_dir / "metrics.json", all_metrics)
+    _write_json(out_dir / "run_info.json", info)
+    for note in args.notes:
+        print(f"linkbert-finetune: note: {note}", file=sys.stderr)
+    for name, s in info["splits"].items():
+        nonzero = {k: v for k, v in s.get("counts", {}).items() if v and k not in ("windows",)}
+        if nonzero:
+            print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
+    _cleanup_distributed()
+    return all_metrics
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _cleanup_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
