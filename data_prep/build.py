@@ -128,27 +128,67 @@ def _on_rank0(comm, fn):
     return result
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "added_tokens.json")
+
+
+def _special_token(src: Path, name: str, default: str):
+    """A special token's string from tokenizer_config.json / special_tokens_map.json (either layout)."""
+    for fname in ("special_tokens_map.json", "tokenizer_config.json"):
+        p = src / fname
+        if p.is_file():
+            v = json.loads(p.read_text(encoding="utf-8")).get(name)
+            if isinstance(v, dict):
+                v = v.get("content")
+            if isinstance(v, str):
+                return v
+    return default
+
+
 def _tokenizer_info(src: str, dst: Path) -> dict:
-    """Load the tokenizer, copy it into the dataset (inspect/pretraining read it there), describe it."""
-    from transformers import AutoTokenizer
+    """Describe the tokenizer and copy it into the dataset (inspect and pretraining read it there).
+
+    A folder with tokenizer.json is read with `tokenizers` alone (importing transformers costs
+    seconds); one without (vocab.txt only) goes through AutoTokenizer, which converts it.
+    """
+    srcp = Path(src)
+    if not srcp.is_dir():
+        raise PrepError(f"--tokenizer {src}: no such directory; give a Hugging Face tokenizer folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    if (srcp / "tokenizer.json").is_file():
+        for name in TOKENIZER_FILES:
+            if (srcp / name).is_file():
+                shutil.copyfile(srcp / name, dst / name)
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            hf = AutoTokenizer.from_pretrained(src)
+        except Exception as e:  # noqa: BLE001 -- any load failure is a user error about this directory
+            raise PrepError(f"--tokenizer {src}: cannot load a Hugging Face tokenizer ({e})") from e
+        if not getattr(hf, "is_fast", False):
+            raise PrepError(f"--tokenizer {src}: not convertible to a fast tokenizer; save one with tokenizer.json")
+        hf.save_pretrained(dst)
+    from data_prep.segments import load_backend
 
     try:
-        tok = AutoTokenizer.from_pretrained(src)
-    except Exception as e:  # noqa: BLE001 -- any load failure is a user error about this directory
-        raise PrepError(f"--tokenizer {src}: cannot load a Hugging Face tokenizer ({e})") from e
-    if not getattr(tok, "is_fast", False) or not hasattr(tok, "backend_tokenizer"):
-        raise PrepError(f"--tokenizer {src}: not a fast tokenizer; save one with tokenizer.json")
-    missing = [n for n in ("cls_token", "sep_token", "pad_token", "mask_token") if getattr(tok, n) is None]
-    if missing:
-        raise PrepError(f"--tokenizer {src}: no {', '.join(missing)}; a BERT tokenizer needs [CLS] [SEP] "
-                        "[PAD] [MASK]")
-    tok.save_pretrained(dst)
-    vocab = tok.get_vocab()
+        tok = load_backend(str(dst / "tokenizer.json"))
+    except Exception as e:  # noqa: BLE001
+        raise PrepError(f"--tokenizer {src}: tokenizer.json does not load ({e})") from e
+    vocab = tok.get_vocab(with_added_tokens=True)
+    ids = {}
+    for key, default in (("cls", "[CLS]"), ("sep", "[SEP]"), ("pad", "[PAD]"), ("mask", "[MASK]")):
+        t = _special_token(dst, f"{key}_token", default)
+        if t not in vocab:
+            raise PrepError(f"--tokenizer {src}: {key} token {t!r} is not in the vocabulary; a BERT tokenizer "
+                            "needs [CLS] [SEP] [PAD] [MASK]")
+        ids[f"{key}_id"] = vocab[t]
     text = "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
-    return {"name": Path(src).name or str(src), "source": str(Path(src).resolve()), "path": dst.name,
-            "vocab_size": len(vocab), "vocab_sha256": hashlib.sha256(text.encode()).hexdigest(),
-            "cls_id": tok.cls_token_id, "sep_id": tok.sep_token_id, "pad_id": tok.pad_token_id,
-            "mask_id": tok.mask_token_id}
+    cfg = dst / "tokenizer_config.json"
+    name = json.loads(cfg.read_text(encoding="utf-8")).get("name_or_path") if cfg.is_file() else None
+    return {"name": name if isinstance(name, str) and name else srcp.resolve().name, "source": str(srcp.resolve()), "path": dst.name,
+            "vocab_size": max(vocab.values()) + 1, "vocab_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            **ids}
 
 
 def _batches(files, rank: int, size: int, counter: dict):

@@ -6,8 +6,8 @@ split, so any --workers or MPI rank count gives the same pairs.
 
 - Relation: the target mix (default thirds) cannot be applied to every anchor alike (the last segment
   of a document has no next segment, a document without out-links has no linked partner). Anchors
-  fall into classes by which relations they can take; per-class probabilities are found by iterative
-  proportional fitting so that the *overall* mix equals the target. Within a class the relation comes
+  fall into classes by which relations they can take; per-class probabilities come from a tiny linear
+  program so that the *overall* mix equals the target (or gets as close as the corpus allows). Within a class the relation comes
   from a Weyl (golden-ratio) sequence over the class's (anchor, dupe) draws, which hits each class's
   probabilities to within 1/N instead of binomial noise, so small corpora get the target mix too.
 - Linked partner document: one of the anchor document's out-links, drawn with probability
@@ -57,28 +57,83 @@ class Pairs:
     dropped_anchor_draws: int  # (anchor, dupe) draws with no possible relation (one-document corpus)
 
 
-def fit_class_probs(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray, iters: int = 1000) -> np.ndarray:
-    """Per-class relation probabilities whose count-weighted mix matches ``target`` (IPF).
+def fit_class_probs(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-class relation probabilities whose count-weighted mix matches ``target``.
 
-    allowed: [K, 3] bool, counts: [K] anchors per class. Classes with nothing allowed get all zeros.
-    When the target is infeasible (too few anchors with links) the fit ends as close as it gets.
+    When the target cannot be met (e.g. short documents: few anchors have a next segment), the
+    relations that fall short are held at what they reach and the rest of the mass is shared by the
+    others in proportion to their targets (so thirds become e.g. 11/44/44, not 11/52/37).
     """
-    w = target.astype(np.float64).copy()
-    probs = np.zeros(allowed.shape)
-    for _ in range(iters):
-        raw = allowed * w
-        tot = raw.sum(1, keepdims=True)
-        probs = np.divide(raw, tot, out=np.zeros_like(raw), where=tot > 0)
-        mass = counts @ probs
-        if mass.sum() == 0:
-            return probs
-        mix = mass / mass.sum()
-        if np.abs(mix - target).max() < 1e-12:
+    target = np.asarray(target, dtype=np.float64)
+    probs = _fit_lp(allowed, counts, target)
+    live = np.where(allowed.any(1), counts, 0)
+    for _ in range(3):
+        if live.sum() == 0:
             break
-        ok = (mix > 0) & (target > 0)
-        w[ok] *= target[ok] / mix[ok]
-        w /= w.max()
+        mix = live @ probs / live.sum()
+        short = mix < target - 1e-9
+        if not short.any() or target[~short].sum() <= 0:
+            break
+        t2 = np.where(short, mix, target * (1 - mix[short].sum()) / target[~short].sum())
+        probs = _fit_lp(allowed, counts, t2)
     return probs
+
+
+def _fit_lp(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-class relation probabilities whose count-weighted mix matches ``target``, by LP.
+
+    allowed: [K, 3] bool, counts: [K] anchors per class. A small linear program (scipy's HiGHS): first
+    minimise the largest gap between the overall mix and the target (zero when the target is
+    feasible; the closest mix when, say, too few anchors have a next segment), then stay as close as
+    possible to giving every class the target restricted to its allowed relations, so the
+    rebalancing moves only as many draws as it must. Classes with nothing allowed get all zeros.
+    """
+    from scipy.optimize import linprog
+
+    K = len(counts)
+    live = allowed.any(1) & (counts > 0)
+    n = np.where(live, counts, 0).astype(np.float64)
+    N = n.sum()
+    if N == 0:
+        return np.zeros(allowed.shape)
+    naive = allowed * target
+    tot = naive.sum(1, keepdims=True)
+    fallback = allowed / np.maximum(allowed.sum(1, keepdims=True), 1)  # target is zero on all allowed
+    q = np.where(tot > 0, naive / np.where(tot > 0, tot, 1), fallback) * n[:, None]
+    nx = K * 3
+    # variables: x (counts per class and relation), d (|x - q|), g (gap to the target per relation, in
+    # counts), e (the largest gap). Weights make it lexicographic: e, then the sum of g, then d.
+    nv = 2 * nx + 4
+    c = np.concatenate([np.zeros(nx), np.ones(nx), np.full(3, 10.0 * K), [100.0 * K]])
+    A_ub, b_ub = [], []
+    for rel in range(3):
+        for sign in (1, -1):
+            row = np.zeros(nv)
+            row[rel:nx:3] = sign
+            row[2 * nx + rel] = -1
+            A_ub.append(row)
+            b_ub.append(sign * N * target[rel])
+        row = np.zeros(nv)
+        row[2 * nx + rel], row[-1] = 1, -1
+        A_ub.append(row)
+        b_ub.append(0.0)
+    for i in range(nx):
+        for sign in (1, -1):
+            row = np.zeros(nv)
+            row[i], row[nx + i] = sign, -1
+            A_ub.append(row)
+            b_ub.append(sign * q.flat[i])
+    A_eq = np.zeros((K, nv))
+    for k in range(K):
+        A_eq[k, 3 * k:3 * k + 3] = 1
+    bounds = [(0, None) if allowed.flat[i] and live[i // 3] else (0, 0) for i in range(nx)]
+    bounds += [(0, None)] * (nx + 4)
+    res = linprog(c, A_ub=np.array(A_ub), b_ub=np.array(b_ub), A_eq=A_eq, b_eq=n, bounds=bounds, method="highs")
+    if not res.success:  # cannot happen for a well-formed problem; fall back to no rebalancing
+        x = q
+    else:
+        x = np.clip(res.x[:nx].reshape(K, 3), 0, None)
+    return np.divide(x, n[:, None], out=np.zeros_like(x), where=n[:, None] > 0)
 
 
 def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,

@@ -96,3 +96,14 @@ def test_one_document_no_random_partner_and_counted():
     indptr, indices, indeg = _graph(1, [])
     p = sample_pairs(segs, indptr, indices, indeg)
     assert (p.label == 0).all() and len(p.label) == 2 and p.dropped_anchor_draws == 1
+
+
+def test_infeasible_target_gets_closest_mix_and_drops_nothing():
+    # like short documents: few anchors have a next segment (11%), every anchor has random and links
+    allowed = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
+    counts = np.zeros(8)
+    counts[7], counts[6] = 110, 890
+    probs = fit_class_probs(allowed, counts, np.array([1 / 3, 1 / 3, 1 / 3]))
+    mix = counts @ probs / counts.sum()
+    assert np.allclose(probs.sum(1)[counts > 0], 1)
+    assert np.isclose(mix[0], 0.11) and np.isclose(mix[1], mix[2]), mix
