@@ -41,6 +41,8 @@ def _uncompressed_size(path: str) -> int:
 
 def child(args: list[str]) -> dict:
     what, path = args[0], args[1]
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = me.ru_utime + me.ru_stime
     t0 = time.perf_counter()
     if what in ("pubmed-ceiling", "wiki-ceiling"):
         from lxml import etree
@@ -65,8 +67,9 @@ def child(args: list[str]) -> dict:
             s = convert(kind, [path], Path(tmp) / "out.jsonl.gz", progress=False, **opts)
         result = {"read": s["documents"]["read"], "written": s["documents"]["written"]}
     result["seconds"] = time.perf_counter() - t0
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu_seconds"] = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - cpu0
+    self_kb, kids_kb = me.ru_maxrss, kids.ru_maxrss
     result["rss_mb"] = self_kb / 1024
     result["worker_rss_mb"] = kids_kb / 1024
     return result
@@ -80,10 +83,11 @@ def measure(*args: str) -> dict:
 
 
 def report(name: str, r: dict, size: int, raw: int) -> None:
-    s = r["seconds"]
+    s, c = r["seconds"], r["cpu_seconds"]
     extra = f", largest worker {r['worker_rss_mb']:.0f} MB" if r["worker_rss_mb"] else ""
-    print(f"{name:18s} {r['read']:>7d} read {r['written']:>7d} written {s:7.2f} s  {r['read'] / s:8.0f} docs/s  "
-          f"{size / s / 1e6:6.2f} MB/s in  {raw / s / 1e6:6.1f} MB/s XML  peak RSS {r['rss_mb']:.0f} MB{extra}")
+    print(f"{name:18s} {r['read']:>6d} read {r['written']:>6d} written | wall {s:6.2f} s {r['read'] / s:7.0f} docs/s "
+          f"{size / s / 1e6:5.2f} MB/s in {raw / s / 1e6:5.1f} MB/s XML | CPU {c:6.2f} s {r['read'] / c:7.0f} docs/s "
+          f"{raw / c / 1e6:5.1f} MB/s XML | peak RSS {r['rss_mb']:.0f} MB{extra}")
 
 
 def main() -> int:
@@ -102,7 +106,8 @@ def main() -> int:
         ceil, ours = measure("pubmed-ceiling", a.pubmed), measure("pubmed", a.pubmed)
         report("ceiling (parse)", ceil, size, raw)
         report("convert", ours, size, raw)
-        print(f"convert / ceiling throughput: {ceil['seconds'] / ours['seconds']:.2f}")
+        print(f"convert / ceiling throughput: wall {ceil['seconds'] / ours['seconds']:.2f}, "
+              f"CPU {ceil['cpu_seconds'] / ours['cpu_seconds']:.2f}")
     else:
         print(f"pubmed: {a.pubmed} not found; pass --pubmed FILE")
     if Path(a.wiki).is_file():
@@ -114,7 +119,8 @@ def main() -> int:
         report("ceiling (parse)", ceil, size, raw)
         report("convert 1 worker", one, size, raw)
         report(f"convert {a.workers} workers", many, size, raw)
-        print(f"convert {a.workers} workers / 1 worker speed-up: {one['seconds'] / many['seconds']:.2f}")
+        print(f"convert {a.workers} workers / 1 worker speed-up (wall): {one['seconds'] / many['seconds']:.2f}; "
+              f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     else:
         print(f"wikipedia: {a.wiki} not found; pass --wiki FILE")
     return 0

@@ -31,8 +31,8 @@ def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool
     out = Path(out)
     if any(p.resolve() == out.resolve() for p in paths):
         raise PrepError(f"--out {out} is also an input; choose another output path")
-    if kind == "wikipedia":
-        options.setdefault("work_dir", out.parent)  # staging file beside the output, not in a small /tmp
+    if kind in ("wikipedia", "pubmed"):
+        options.setdefault("work_dir", out.parent)  # staging files beside the output, not in a small /tmp
     with CorpusWriter(out, stats, track_ids=getattr(mod, "TRACK_IDS", True)) as writer:
         writer.write_all(mod.iter_documents(paths, stats, progress=progress, **options))
         return writer.close()
@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output corpus: .jsonl, .jsonl.gz or .jsonl.bz2")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only when stderr is a terminal)")
     p.add_argument("--workers", type=int, default=1,
-                   help="wikipedia: processes parsing wikitext (output identical for any number; default 1)")
+                   help="pubmed: input files converted in parallel; wikipedia: processes parsing wikitext "
+                        "(output identical for any number; default 1)")
     p.add_argument("--keep-title-only", action="store_true",
                    help="pubmed: keep citations that have a title but no abstract (skipped by default)")
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         options["keep_title_only"] = True
     if args.workers < 1:
         raise PrepError(f"--workers {args.workers}: give 1 or more")
-    if args.kind == "wikipedia" and args.workers > 1:
+    if args.kind in ("wikipedia", "pubmed") and args.workers > 1:
         options["workers"] = args.workers
     # Bars only on a terminal: in a batch job's log, carriage-return redraws are noise.
     progress = not args.no_progress and sys.stderr.isatty()

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -146,6 +147,13 @@ def _open_out(path: Path, tmp: Path) -> tuple[io.TextIOBase, list]:
     return io.TextIOWrapper(raw, encoding="utf-8"), []
 
 
+class SerializedDoc(NamedTuple):
+    """A document a converter already wrote as its JSON line (PubMed workers do), checked where made."""
+    id: str
+    line: str
+    n_links: int
+
+
 class CorpusWriter:
     """Writes documents to ``out`` (via ``out.partial``, renamed at close) and ``out.stats.json``.
 
@@ -161,16 +169,20 @@ class CorpusWriter:
         self._f, self._closers = _open_out(self.out, self._tmp)
         self._seen: set[str] | None = set() if track_ids else None
 
-    def write(self, doc: dict) -> bool:
-        _check_doc(doc)
+    def write(self, doc: dict | SerializedDoc) -> bool:
+        if isinstance(doc, SerializedDoc):
+            doc_id, line, n_links = doc
+        else:
+            _check_doc(doc)
+            doc_id, line, n_links = doc["id"], json.dumps(doc, ensure_ascii=False), len(doc.get("links", ()))
         if self._seen is not None:
-            if doc["id"] in self._seen:
+            if doc_id in self._seen:
                 self.stats.skip("duplicate_id")
                 return False
-            self._seen.add(doc["id"])
-        self._f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            self._seen.add(doc_id)
+        self._f.write(line + "\n")
         self.stats.documents["written"] += 1
-        self.stats.links["written"] += len(doc.get("links", ()))
+        self.stats.links["written"] += n_links
         return True
 
     def write_all(self, docs: Iterator[dict]) -> None:

@@ -7,14 +7,19 @@ of PubMed) instead of a set of strings (~2 GB): the first record read is kept, l
 """
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
+from tqdm import tqdm
 
-from data_prep.converters.common import ConvertStats, open_input
+from data_prep.converters.common import ConvertStats, SerializedDoc, open_input
 from data_prep.errors import PrepError
 
 TRACK_IDS = False  # PMIDs are de-duplicated here with a bitmap
@@ -139,38 +144,82 @@ def iter_citations(path: str | Path, stats: ConvertStats | None = None, progress
         bar.close()
 
 
+def _record(cit: Citation, keep_title_only: bool) -> str:
+    """One citation as a tab-separated record: pmid, fate (a skip reason or "doc"), link counts (cited as
+    written, not PMIDs, kept), title-less flag, then the document's JSON. Workers write these to part files
+    and the main process de-duplicates and counts, so serial and parallel runs share one code path."""
+    fate = "doc"
+    if not _PMID.match(cit.pmid):
+        fate = "no_valid_pmid"
+    elif not cit.sections and not cit.title:
+        fate = "no_title_no_abstract"
+    elif not cit.sections and not keep_title_only:
+        fate = "no_abstract"
+    payload = ""
+    if fate == "doc":
+        payload = json.dumps({"id": cit.pmid, "title": cit.title, "text": cit.text, "links": cit.cited},
+                             ensure_ascii=False)
+    return (f"{cit.pmid if fate != 'no_valid_pmid' else ''}\t{fate}\t{cit.cited_read}\t{cit.bad_cited}\t"
+            f"{len(cit.cited)}\t{int(not cit.title)}\t{payload}")
+
+
+def _file_records(job: tuple[str, str, bool]) -> tuple[str, dict]:
+    """Worker: one input file to a part file of records; returns its path and the file's extra counts."""
+    path, part, keep_title_only = job
+    stats = ConvertStats("pubmed")
+    with open(part, "w", encoding="utf-8") as f:
+        for cit in iter_citations(path, stats):
+            f.write(_record(cit, keep_title_only) + "\n")
+    return part, dict(stats.other)
+
+
+def _records(inputs: list[Path], stats: ConvertStats, progress: bool, keep_title_only: bool, workers: int,
+             work_dir) -> Iterator[str]:
+    if workers <= 1 or len(inputs) < 2:
+        for path in inputs:
+            for cit in iter_citations(path, stats, progress):
+                yield _record(cit, keep_title_only)
+        return
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".pubmed-parts-") as tmp, \
+            multiprocessing.get_context("spawn").Pool(workers) as pool:
+        jobs = [(str(p), str(Path(tmp) / f"{i:06d}.tsv"), keep_title_only) for i, p in enumerate(inputs)]
+        done = pool.imap(_file_records, jobs)  # in input order; workers run ahead on disk, not in memory
+        for part, other in tqdm(done, total=len(jobs), desc="pubmed files", unit="file", disable=not progress):
+            stats.other.update(other)
+            with open(part, encoding="utf-8") as f:
+                yield from (line.rstrip("\n") for line in f)
+            os.unlink(part)
+
+
 def iter_documents(inputs: list[Path], stats: ConvertStats, progress: bool = True,
-                   keep_title_only: bool = False) -> Iterator[dict]:
+                   keep_title_only: bool = False, workers: int = 1, work_dir=None) -> Iterator:
     """Corpus documents: id = PMID, title, text = title + abstract sections, links = cited PMIDs.
 
     A citation with no abstract is skipped (counted as ``no_abstract``) unless ``keep_title_only``:
-    a ~15-token title gives no contiguous pair and LinkBERT's PubMed corpus was abstracts."""
+    a ~15-token title gives no contiguous pair and LinkBERT's PubMed corpus was abstracts.
+    ``workers`` > 1 converts input files in parallel processes; the output is identical."""
     seen = bytearray()
-    for path in inputs:
-        for cit in iter_citations(path, stats, progress):
-            stats.documents["read"] += 1
-            if not _PMID.match(cit.pmid):
-                stats.skip("no_valid_pmid")
-                continue
-            n = int(cit.pmid)
-            if n >> 3 >= len(seen):
-                seen.extend(bytes((n >> 3) + 1 - len(seen) + (1 << 20)))
-            if seen[n >> 3] & (1 << (n & 7)):
-                stats.skip("duplicate_id")
-                continue
-            seen[n >> 3] |= 1 << (n & 7)
-            stats.links["read"] += cit.cited_read
-            stats.links["dropped_not_a_pmid"] += cit.bad_cited
-            stats.links["dropped_repeated"] += cit.cited_read - cit.bad_cited - len(cit.cited)
-            reason = None
-            if not cit.sections:
-                reason = "no_abstract" if cit.title else "no_title_no_abstract"
-                if cit.title and keep_title_only:
-                    reason = None
-            if reason:
-                stats.skip(reason)
-                stats.links["dropped_with_skipped_document"] += len(cit.cited)
-                continue
-            elif not cit.title:
-                stats.other["no_title_abstract_only"] += 1
-            yield {"id": cit.pmid, "title": cit.title, "text": cit.text, "links": cit.cited}
+    for rec in _records(inputs, stats, progress, keep_title_only, workers, work_dir):
+        pmid, fate, n_read, n_bad, n_kept, no_title, payload = rec.split("\t", 6)
+        stats.documents["read"] += 1
+        if fate == "no_valid_pmid":
+            stats.skip(fate)
+            continue
+        n = int(pmid)
+        if n >> 3 >= len(seen):
+            seen.extend(bytes((n >> 3) + 1 - len(seen) + (1 << 20)))
+        if seen[n >> 3] & (1 << (n & 7)):
+            stats.skip("duplicate_id")
+            continue
+        seen[n >> 3] |= 1 << (n & 7)
+        n_read, n_bad, n_kept = int(n_read), int(n_bad), int(n_kept)
+        stats.links["read"] += n_read
+        stats.links["dropped_not_a_pmid"] += n_bad
+        stats.links["dropped_repeated"] += n_read - n_bad - n_kept
+        if fate != "doc":
+            stats.skip(fate)
+            stats.links["dropped_with_skipped_document"] += n_kept
+            continue
+        if no_title == "1":
+            stats.other["no_title_abstract_only"] += 1
+        yield SerializedDoc(pmid, payload, n_kept)

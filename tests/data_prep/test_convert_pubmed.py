@@ -137,3 +137,31 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, case):
 def test_bad_output_name(tmp_path):
     with pytest.raises(PrepError, match="--out"):
         convert("pubmed", [SAMPLE], tmp_path / "corpus.json", progress=False)
+
+
+def test_parallel_files_give_identical_output(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    xml = gzip.decompress(SAMPLE.read_bytes()).decode()
+    (d / "a.xml.gz").write_bytes(SAMPLE.read_bytes())
+    (d / "b.xml").write_text(xml)  # the same PMIDs again: all duplicates
+    (d / "c.xml").write_text(xml.replace(">399296<", ">99399296<"))  # one new PMID
+    one, two = tmp_path / "one.jsonl.gz", tmp_path / "two.jsonl.gz"
+    s1 = convert("pubmed", [d], one, progress=False)
+    s2 = convert("pubmed", [d], two, progress=False, workers=2)
+    assert one.read_bytes() == two.read_bytes()
+    assert (s1["documents"], s1["links"]) == (s2["documents"], s2["links"])
+    assert s1["documents"]["skipped"]["duplicate_id"] == 15
+    assert "99399296" in {doc["id"] for doc in read_corpus(one)}
+    assert not list(tmp_path.glob(".pubmed-parts-*"))
+
+
+def test_parallel_bad_file_is_one_line(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.xml.gz").write_bytes(SAMPLE.read_bytes())
+    (d / "b.xml.gz").write_bytes(SAMPLE.read_bytes()[:3000])
+    with pytest.raises(PrepError) as err:
+        convert("pubmed", [d], tmp_path / "o.jsonl", progress=False, workers=2)
+    assert str(d / "b.xml.gz") in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".pubmed-parts-*"))
