@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,12 +44,14 @@ class DistEnv:
     def node_rank(self) -> int:
         return self.rank // max(self.local_world_size, 1)
 
-    def export(self, environ: dict | None = None) -> None:
+    def export(self, environ: dict | None = None, announce: bool = True) -> None:
         """Write the torch.distributed variables so `init_process_group("env://")` works.
 
         Also points gloo at the interface that routes to the master when the user has not chosen
         one: gloo otherwise binds to whatever the hostname resolves to (often 127.0.0.1 on clusters
-        whose /etc/hosts maps the hostname to loopback) and the ranks never meet.
+        whose /etc/hosts maps the hostname to loopback) and the ranks never meet. Every rank of a
+        distributed run says on stderr where it runs and which address it talks from: the first
+        thing to look at when a multi-node job hangs.
         """
         env = os.environ if environ is None else environ
         env.update({"RANK": str(self.rank), "LOCAL_RANK": str(self.local_rank),
@@ -58,6 +61,10 @@ class DistEnv:
             ifname = interface_towards(self.master_addr)
             if ifname:
                 env["GLOO_SOCKET_IFNAME"] = ifname
+        if self.is_distributed and announce:
+            print(f"[dist_env] rank {self.rank}/{self.world_size} (local {self.local_rank}, {self.launcher}) on "
+                  f"{socket.gethostname()} addr {address_towards(self.master_addr)} -> master "
+                  f"{self.master_addr}:{self.master_port}", file=sys.stderr, flush=True)
 
 
 def expand_slurm_nodelist(nodelist: str) -> list[str]:
@@ -134,25 +141,30 @@ def discover(environ: Mapping[str, str] | None = None) -> DistEnv:
     return DistEnv(0, 0, 1, 1, addr, port, "single")
 
 
-def interface_towards(addr: str) -> str | None:
-    """Name of the local interface the kernel would use to reach `addr` (None if unknown/loopback).
+def address_towards(addr: str) -> str | None:
+    """Local IPv4 address the kernel would send from to reach `addr` (None if it does not resolve).
 
     A connected UDP socket sends nothing; it only asks the routing table for a source address.
     """
     try:
         target = socket.getaddrinfo(addr, None, socket.AF_INET)[0][4][0]
-        if ipaddress.ip_address(target).is_loopback:
-            return None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect((target, 9))
-            local = s.getsockname()[0]
-        import psutil  # listed in requirements; imported here so `discover` stays dependency-free
-
-        for name, addrs in psutil.net_if_addrs().items():
-            if any(a.family == socket.AF_INET and a.address == local for a in addrs):
-                return name if name != "lo" else None
+            return s.getsockname()[0]
     except (OSError, IndexError, ValueError):
         return None
+
+
+def interface_towards(addr: str) -> str | None:
+    """Name of the local interface that routes to `addr` (None if unknown or loopback)."""
+    local = address_towards(addr)
+    if local is None or ipaddress.ip_address(local).is_loopback:
+        return None
+    import psutil  # listed in requirements; imported here so `discover` stays dependency-free
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == local for a in addrs):
+            return name if name != "lo" else None
     return None
 
 

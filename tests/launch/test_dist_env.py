@@ -137,3 +137,12 @@ def test_wait_for_endpoint_returns_once_master_listens():
 
 def test_rank0_does_not_wait():
     wait_for_master(DistEnv(0, 0, 2, 1, "127.0.0.1", _closed_port(), "slurm"), timeout_s=0)
+
+
+def test_export_announces_rank_host_and_address(capsys):
+    DistEnv(1, 0, 2, 1, "127.0.0.1", 29555, "slurm").export({})
+    err = capsys.readouterr().err
+    assert err.strip() == (f"[dist_env] rank 1/2 (local 0, slurm) on {socket.gethostname()} addr 127.0.0.1 -> "
+                           f"master 127.0.0.1:29555")
+    DistEnv(0, 0, 1, 1, "127.0.0.1", 29555, "single").export({})
+    assert capsys.readouterr().err == ""  # single process: silent
