@@ -14,6 +14,7 @@ import html
 import itertools
 import json
 import multiprocessing
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -265,29 +266,22 @@ _READERS = {"wikiextractor-json": read_wikiextractor_json, "wikiextractor-doc": 
 
 def iter_documents(inputs: list[Path], stats: ConvertStats, progress: bool = True,
                    work_dir: str | Path | None = None, workers: int = 1) -> Iterator[dict]:
-    """``workers`` > 1 parses dump wikitext in that many processes (mwparserfromhell is the bottleneck:
-    one core reads ~1.4 MB/s of wikitext); output is identical whatever the number."""
+    """``workers`` > 1: several input files (split dumps, WikiExtractor folders) are read in that many
+    processes, one file each; a single dump has its wikitext parsed in that many processes
+    (mwparserfromhell is the bottleneck). The output is identical whatever the number."""
     redirects: dict[str, str] = {}
     articles: set[str] = set()
     with contextlib.ExitStack() as stack:
+        # The folder first: on exit the pool is terminated before the folder its workers write in is removed.
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=work_dir, prefix=".wikipedia-stage-")))
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) if workers > 1 else None
-        yield from _convert(inputs, stats, progress, work_dir, pool, redirects, articles)
-
-
-def _convert(inputs, stats, progress, work_dir, pool, redirects, articles) -> Iterator[dict]:
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".wikipedia-stage-") as tmp:
-        stage = Path(tmp) / "articles.jsonl.gz"
+        stage = tmp / "articles.jsonl.gz"
         staged = 0
         with gzip.open(stage, "wt", encoding="utf-8", compresslevel=1) as f:
-            for path in inputs:
-                form = sniff(path)
-                stats.other[f"inputs_{form}"] += 1
-                docs = (parse_pages(read_dump(path, stats, redirects, progress), stats, pool) if form == "dump"
-                        else _READERS[form](path, stats, progress))
-                for doc in docs:
-                    articles.add(doc["id"])
-                    f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                    staged += 1
+            for doc_id, line in _staged(inputs, stats, progress, pool, redirects, tmp):
+                articles.add(doc_id)
+                f.write(line + "\n")
+                staged += 1
         stats.other["redirects_collected"] = len(redirects)
         with gzip.open(stage, "rt", encoding="utf-8") as f:
             for line in tqdm(f, total=staged, desc="resolving links", unit="doc", disable=not progress,
@@ -300,3 +294,45 @@ def _convert(inputs, stats, progress, work_dir, pool, redirects, articles) -> It
                     resolved.append(title)
                 doc["links"] = resolved
                 yield doc
+
+
+def _file_documents(path: Path, stats: ConvertStats, redirects: dict[str, str], progress: bool, pool
+                    ) -> Iterator[dict]:
+    form = sniff(path)
+    stats.other[f"inputs_{form}"] += 1
+    if form == "dump":
+        return parse_pages(read_dump(path, stats, redirects, progress), stats, pool)
+    return _READERS[form](path, stats, progress)
+
+
+def _file_to_part(job: tuple[str, str]) -> tuple[str, list[str], dict[str, str], dict]:
+    """Worker: one input file's articles (links as written) to a part file, plus its redirects and counts."""
+    path, part = job
+    stats, redirects, ids = ConvertStats("wikipedia"), {}, []
+    with open(part, "w", encoding="utf-8") as f:
+        for doc in _file_documents(Path(path), stats, redirects, False, None):
+            ids.append(doc["id"])
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    counts = {name: dict(getattr(stats, name)) for name in ("documents", "skipped", "links", "other")}
+    return part, ids, redirects, counts
+
+
+def _staged(inputs: list[Path], stats: ConvertStats, progress: bool, pool, redirects: dict[str, str],
+            tmp: Path) -> Iterator[tuple[str, str]]:
+    """(id, JSON line) of every article in input order, redirects collected into ``redirects``."""
+    if pool is None or len(inputs) < 2:
+        for path in inputs:
+            for doc in _file_documents(path, stats, redirects, progress, pool):
+                yield doc["id"], json.dumps(doc, ensure_ascii=False)
+        return
+    jobs = [(str(p), str(tmp / f"part{i:06d}.jsonl")) for i, p in enumerate(inputs)]
+    done = pool.imap(_file_to_part, jobs)  # in input order; workers run ahead on disk, not in memory
+    for part, ids, file_redirects, counts in tqdm(done, total=len(jobs), desc="wikipedia files", unit="file",
+                                                  disable=not progress):
+        redirects.update(file_redirects)  # later files win, as when read one after another
+        for name, counter in counts.items():
+            getattr(stats, name).update(counter)
+        with open(part, encoding="utf-8") as f:
+            for doc_id, line in zip(ids, f):
+                yield doc_id, line.rstrip("\n")
+        os.unlink(part)

@@ -205,3 +205,33 @@ def test_worker_processes_give_identical_output(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     assert json.loads((tmp_path / "one.jsonl.stats.json").read_text())["links"] == \
         json.loads((tmp_path / "two.jsonl.stats.json").read_text())["links"]
+
+
+def test_files_in_parallel_give_identical_output(tmp_path):
+    d = tmp_path / "in"
+    shutil.copytree(WX_JSON, d / "extracted")
+    (d / "extracted" / "AB").mkdir()
+    (d / "extracted" / "AB" / "wiki_00").write_text(json.dumps({
+        "id": "9", "url": "u", "title": "Counting",
+        "text": 'See &lt;a href="AbacuS"&gt;abacus&lt;/a&gt; and &lt;a href="Angola"&gt;Angola&lt;/a&gt;.'}) + "\n")
+    dump = _dump_with(tmp_path, [("Counting frame", "AbacuS")])
+    shutil.move(dump, d / "z_dump.xml")
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    s1 = convert("wikipedia", [d], one, progress=False)
+    s2 = convert("wikipedia", [d], two, progress=False, workers=2)
+    assert one.read_bytes() == two.read_bytes()
+    assert (s1["documents"], s1["links"], s1["other"]) == (s2["documents"], s2["links"], s2["other"])
+    docs = {doc["id"]: doc for doc in read_corpus(one)}
+    # the dump comes last, yet its redirect resolves the link of an earlier WikiExtractor file
+    assert docs["Counting"]["links"] == ["Abacus", "Angola"]
+    assert not list(tmp_path.glob(".wikipedia-stage-*"))
+
+
+def test_files_in_parallel_bad_file_is_one_line(tmp_path):
+    d = tmp_path / "in"
+    shutil.copytree(WX_JSON, d)
+    (d / "AA" / "wiki_01").write_text('{"title": "A", "text": "ok"}\n{broken\n')
+    with pytest.raises(PrepError) as err:
+        convert("wikipedia", [d], tmp_path / "o.jsonl", progress=False, workers=2)
+    assert f"{d / 'AA' / 'wiki_01'}:2: not valid JSON" in str(err.value)
+    assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".wikipedia-stage-*"))
