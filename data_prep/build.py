@@ -16,18 +16,19 @@ import pickle
 import shutil
 import sys
 import time
+from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from data_prep import segments as segments_mod
 from data_prep import shard_writer
 from data_prep.corpus import CorpusIndex, corpus_files, iter_lines
 from data_prep.errors import PrepError
 from data_prep.pairs import mix_of, sample_pairs
-from data_prep.parallel import ordered_map, world
-from data_prep.segments import init_worker as init_tokenize_worker
+from data_prep.parallel import make_pool, ordered_map, world
 from data_prep.segments import run_batch
 from data_prep.shard_writer import SegmentTable
 from data_prep.shards import DOCS, FORMAT, MANIFEST, RELATION_NAMES, VERSION, SpecialIds, token_dtype
@@ -216,7 +217,9 @@ class Assembler:
         self.files = files
         self.index = CorpusIndex(skip_bad_lines=skip_bad_lines)
         self.docs = open(out / DOCS, "w", encoding="utf-8")
-        self.links = open(work / "links.jsonl", "w", encoding="utf-8")
+        self.links_path = work / "links.pkl"
+        self.links = open(self.links_path, "wb")
+        # one array per batch, not per document: 30M documents would otherwise be 90M tiny arrays
         self.seg_start, self.seg_len, self.nseg = [], [], []
         self.tokens = 0
         self.cuts = 0
@@ -224,9 +227,9 @@ class Assembler:
     def feed(self, res, token_base: int) -> None:
         """``token_base``: global offset of this batch's first token."""
         ix = self.index
-        offs = token_base + np.concatenate([[0], np.cumsum(res.ntok)[:-1]]) if len(res.ntok) else []
-        seg_offs = np.concatenate([[0], np.cumsum(res.nseg)]).astype(np.int64)
         self.cuts += res.cuts
+        keep = np.zeros(len(res.reasons), dtype=bool)
+        kept_links, kept_ids = [], []
         for i, reason in enumerate(res.reasons):
             fi, lineno = res.linenos[i]
             ix.lines_in += 1
@@ -235,33 +238,48 @@ class Assembler:
                 continue
             if ix.add(res.ids[i], self.files[fi], lineno) is None:
                 continue
-            lens = res.seg_lens[seg_offs[i]:seg_offs[i + 1]].astype(np.int64)
-            self.seg_start.append(offs[i] + np.concatenate([[0], np.cumsum(lens)[:-1]]))
-            self.seg_len.append(lens)
-            self.nseg.append(len(lens))
-            self.tokens += int(res.ntok[i])
-            self.docs.write(json.dumps({"id": res.ids[i]}, ensure_ascii=False) + "\n")
-            self.links.write(json.dumps(res.links[i], ensure_ascii=False) + "\n")
+            keep[i] = True
+            kept_ids.append(res.ids[i])
+            kept_links.append(res.links[i])
+        # A batch's tokens are its documents' tokens back to back and every segment follows the
+        # previous one, so segment starts are an exclusive cumulative sum over the whole batch.
+        lens = res.seg_lens.astype(np.int64)
+        starts = token_base + np.cumsum(lens) - lens
+        seg_keep = np.repeat(keep, res.nseg)
+        self.seg_start.append(starts[seg_keep])
+        self.seg_len.append(res.seg_lens[seg_keep])
+        self.nseg.append(res.nseg[keep])
+        self.tokens += int(res.ntok[keep].sum())
+        self.docs.write("".join(json.dumps({"id": d}, ensure_ascii=False) + "\n" for d in kept_ids))
+        pickle.dump(kept_links, self.links, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def finish(self, work: Path, progress: bool):
+    def _iter_links(self):
+        with open(self.links_path, "rb") as f:
+            while True:
+                try:
+                    yield from pickle.load(f)
+                except EOFError:
+                    return
+
+    def finish(self, progress: bool):
         self.docs.close()
         self.links.close()
         num_docs = self.index.num_docs
         indptr = np.zeros(num_docs + 1, dtype=np.int64)
-        indices = []
-        with open(work / "links.jsonl", encoding="utf-8") as f:
-            for row, line in enumerate(tqdm(f, total=num_docs, desc="link graph", unit="doc",
-                                            disable=not progress)):
-                t = self.index.resolve(row, json.loads(line))
-                indices.extend(t)
-                indptr[row + 1] = indptr[row] + len(t)
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = array("q")  # compact: a PubMed-sized graph has hundreds of millions of links
+        for row, links in enumerate(tqdm(self._iter_links(), total=num_docs, desc="link graph", unit="doc",
+                                         disable=not progress)):
+            t = self.index.resolve(row, links)
+            indices.extend(t)
+            indptr[row + 1] = indptr[row] + len(t)
+        indices = np.frombuffer(indices, dtype=np.int64).copy() if len(indices) else np.zeros(0, np.int64)
         indegree = np.bincount(indices, minlength=num_docs).astype(np.int64)
-        doc_seg_indptr = np.concatenate([[0], np.cumsum(self.nseg, dtype=np.int64)]).astype(np.int64)
+        nseg = np.concatenate(self.nseg).astype(np.int64) if self.nseg else np.zeros(0, np.int64)
         segs = SegmentTable(
             start=np.concatenate(self.seg_start).astype(np.int64) if self.seg_start else np.zeros(0, np.int64),
             length=np.concatenate(self.seg_len).astype(np.int32) if self.seg_len else np.zeros(0, np.int32),
-            doc=np.repeat(np.arange(num_docs, dtype=np.int64), self.nseg), doc_seg_indptr=doc_seg_indptr)
+            doc=np.repeat(np.arange(num_docs, dtype=np.int64), nseg),
+            doc_seg_indptr=np.concatenate([[0], np.cumsum(nseg)]).astype(np.int64))
         return segs, indptr, indices, indegree
 
 
@@ -269,9 +287,22 @@ class Assembler:
 
 def build(opts: BuildOptions, comm=None) -> dict:
     """Prepare the dataset; returns the manifest (on every rank)."""
-    t0 = time.time()
     opts.check()
     comm = comm or world()
+    pool = make_pool(opts.workers)
+    try:
+        return _build(opts, comm, pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        segments_mod._CACHE.clear()  # in-process work (one worker) must not pin this build's files
+        shard_writer._CACHE.clear()
+
+
+def _build(opts: BuildOptions, comm, pool) -> dict:
+    t0 = time.time()
+    build_id = f"{time.time_ns()}-{comm.rank}"
     out = Path(opts.out)
     work = out / ".work"
     progress = opts.progress and comm.rank == 0
@@ -302,8 +333,9 @@ def build(opts: BuildOptions, comm=None) -> dict:
     try:
         with open(token_path, "wb") as tf, open(meta_path, "wb") as mf:
             bar = tqdm(desc="tokenize", unit="doc", disable=not progress, file=sys.stderr)
-            for res in ordered_map(run_batch, _batches(files, comm.rank, comm.size, counter), opts.workers,
-                                   init_tokenize_worker, (tok_json, opts.segment_len, tdtype)):
+            config = (build_id, tok_json, opts.segment_len, tdtype)
+            tasks = ((config, b) for b in _batches(files, comm.rank, comm.size, counter))
+            for res in ordered_map(run_batch, tasks, pool, opts.workers):
                 res.tokens.tofile(tf)
                 tokens = res.tokens
                 res.tokens = None
@@ -337,7 +369,7 @@ def build(opts: BuildOptions, comm=None) -> dict:
                 asm.feed(res, int(bases[r]) + tok_off)
             for s in streams:
                 s.close()
-        segs, indptr, indices, indegree = asm.finish(work, progress)
+        segs, indptr, indices, indegree = asm.finish(progress)
         if segs.doc_seg_indptr[-1] == 0:
             raise PrepError(f"{', '.join(map(str, files))}: no usable documents "
                             f"({dict(asm.index.skipped)} skipped); nothing to build")
@@ -361,15 +393,15 @@ def build(opts: BuildOptions, comm=None) -> dict:
     z = np.load(work / "pairs.npz")
     bounds = np.linspace(0, len(z["label"]), summary["num_shards"] + 1).round().astype(np.int64)
     width = max(5, len(str(summary["num_shards"] - 1)))
-    tasks = ((str(out / f"shard_{k:0{width}d}.h5"), z["anchor"][bounds[k]:bounds[k + 1]],
+    config = (build_id, tuple(token_paths), tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
+              summary["num_docs"])
+    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), z["anchor"][bounds[k]:bounds[k + 1]],
               z["partner"][bounds[k]:bounds[k + 1]], z["label"][bounds[k]:bounds[k + 1]])
              for k in range(comm.rank, summary["num_shards"], comm.size))
     mine = []
     bar = tqdm(total=len(range(comm.rank, summary["num_shards"], comm.size)), desc="shards", unit="shard",
                disable=not progress, file=sys.stderr)
-    for res in ordered_map(shard_writer.write_task, tasks, opts.workers, shard_writer.init_worker,
-                           (token_paths, tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
-                            summary["num_docs"]), inflight_per_worker=1):
+    for res in ordered_map(shard_writer.write_task, tasks, pool, opts.workers, inflight_per_worker=1):
         mine.append(res)
         bar.update(1)
     bar.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -125,7 +126,10 @@ class CorpusIndex:
     """Document rows in order of first appearance, duplicate detection, link resolution and counts."""
     skip_bad_lines: bool = False
     row_of: dict = field(default_factory=dict)   # id -> row
-    where: list = field(default_factory=list)    # row -> "file:line" (for the duplicate-id message)
+    # row -> file and line (for the duplicate-id message), compact: a corpus may have 30M documents
+    where_file: array = field(default_factory=lambda: array("i"))
+    where_line: array = field(default_factory=lambda: array("q"))
+    paths: dict = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)
     link_drops: Counter = field(default_factory=Counter)
     lines_in: int = 0
@@ -141,13 +145,15 @@ class CorpusIndex:
     def add(self, doc_id: str, path, lineno: int) -> int | None:
         """Row of a new document, or None (counted) when its id was seen before."""
         if doc_id in self.row_of:
-            first = self.where[self.row_of[doc_id]]
+            r = self.row_of[doc_id]
+            first = f"{list(self.paths)[self.where_file[r]]}:{self.where_line[r]}"
             self.reject(DUPLICATE_ID, path, lineno, f"duplicate id {doc_id!r} (first at {first}); "
                                                     "ids must be unique")
             return None
-        row = len(self.where)
+        row = len(self.where_line)
         self.row_of[doc_id] = row
-        self.where.append(f"{path}:{lineno}")
+        self.where_file.append(self.paths.setdefault(str(path), len(self.paths)))
+        self.where_line.append(lineno)
         return row
 
     def resolve(self, row: int, links: list[str]) -> list[int]:
@@ -171,7 +177,7 @@ class CorpusIndex:
 
     @property
     def num_docs(self) -> int:
-        return len(self.where)
+        return len(self.where_line)
 
     def document_stats(self, used: int) -> dict:
         skipped = {r: int(self.skipped.get(r, 0)) for r in SKIP_REASONS}

@@ -82,22 +82,26 @@ def world(environ=None):
     return MPIComm(comm) if comm.Get_size() > 1 else SingleComm()
 
 
-def ordered_map(fn: Callable, items: Iterable, workers: int, initializer=None, initargs=(),
+def make_pool(workers: int):
+    """A process pool for ``ordered_map`` (None for one worker: work then runs in this process).
+
+    spawn, not fork: the parent may hold a tokenizer whose thread pool does not survive fork.
+    One pool serves every step of a build, so workers start once.
+    """
+    return mp.get_context("spawn").Pool(workers) if workers > 1 else None
+
+
+def ordered_map(fn: Callable, items: Iterable, pool=None, workers: int = 1,
                 inflight_per_worker: int = 3) -> Iterator:
-    """``map(fn, items)`` in order; with workers > 1 across spawned processes, bounded look-ahead."""
-    if workers <= 1:
-        if initializer:
-            initializer(*initargs)
+    """``map(fn, items)`` in order; across ``pool`` when given, with bounded look-ahead."""
+    if pool is None:
         yield from map(fn, items)
         return
-    # spawn, not fork: the parent may hold a tokenizer whose thread pool does not survive fork.
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
-        pending: deque = deque()
-        limit = workers * inflight_per_worker
-        for item in items:
-            pending.append(pool.apply_async(fn, (item,)))
-            if len(pending) >= limit:
-                yield pending.popleft().get()
-        while pending:
+    pending: deque = deque()
+    limit = max(1, workers) * inflight_per_worker
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= limit:
             yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()

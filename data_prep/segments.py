@@ -133,13 +133,15 @@ class BatchTokenizer:
             tokens=np.concatenate(toks) if toks else np.zeros(0, self.dtype), cuts=cuts)
 
 
-_WORKER: BatchTokenizer | None = None
+_CACHE: dict = {}
 
 
-def init_worker(tokenizer_json: str, segment_len: int, token_dtype: str) -> None:
-    global _WORKER
-    _WORKER = BatchTokenizer(tokenizer_json, segment_len, token_dtype)
-
-
-def run_batch(lines):
-    return _WORKER(lines)
+def run_batch(task):
+    """Worker entry: ``(config, lines)``; the BatchTokenizer for a config is built once per process
+    (the config carries a per-build id, so a later build in the same process never reuses stale state)."""
+    config, lines = task
+    tok = _CACHE.get(config)
+    if tok is None:
+        _CACHE.clear()
+        tok = _CACHE[config] = BatchTokenizer(*config[1:])
+    return tok(lines)

@@ -80,19 +80,24 @@ def pair_rows(store: TokenStore, segs: SegmentTable, anchor: np.ndarray, partner
             "partner_seg": (partner - ap[segs.doc[partner]]).astype(np.int32)}
 
 
-_STATE: dict = {}
-
-
-def init_worker(token_paths, token_dtype, segments_path, max_seq_len, special: SpecialIds, num_docs) -> None:
-    _STATE.update(store=TokenStore(token_paths, token_dtype), segs=SegmentTable.load(segments_path),
-                  max_seq_len=max_seq_len, special=special, num_docs=num_docs)
+_CACHE: dict = {}
 
 
 def write_task(task) -> tuple[str, int, str]:
-    """(path, anchor, partner, label) -> (path, rows, sha256)."""
-    path, anchor, partner, label = task
-    st = _STATE
-    arrays = pair_rows(st["store"], st["segs"], anchor, partner, st["max_seq_len"], st["special"])
+    """Worker entry: ``(config, path, anchor, partner, label)`` -> (path, rows, sha256).
+
+    config = (build id, token file paths, token dtype, segments.npz path, max_seq_len, SpecialIds,
+    number of documents); the token store and segment table are opened once per process and build.
+    """
+    config, path, anchor, partner, label = task
+    state = _CACHE.get(config)
+    if state is None:
+        _CACHE.clear()
+        _, token_paths, dtype, segments_path, _, _, _ = config
+        state = _CACHE[config] = (TokenStore(list(token_paths), dtype), SegmentTable.load(segments_path))
+    store, segs = state
+    max_seq_len, special, num_docs = config[4:]
+    arrays = pair_rows(store, segs, anchor, partner, max_seq_len, special)
     arrays["pair_labels"] = label
-    sha = write_shard(path, arrays, st["max_seq_len"], st["special"], st["num_docs"])
+    sha = write_shard(path, arrays, max_seq_len, special, num_docs)
     return str(path), len(anchor), sha
