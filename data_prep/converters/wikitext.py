@@ -46,7 +46,16 @@ APPENDIX_SECTIONS = frozenset(s.casefold() for s in (
     "References", "External links", "Further reading", "Notes", "Bibliography", "Sources", "Citations",
     "Footnotes", "Notes and references", "References and notes", "See also", "Works cited",
     "Literature", "Reference", "Note"))
+_KEEP_PARAM_1 = frozenset(("nowrap", "nobr", "small", "smaller", "big", "larger", "sc", "smallcaps", "lang-x",
+                           "nihongo", "nihongo2", "angbr", "em", "strong", "ill", "interlanguage link", "keypress",
+                           "mvar", "math", "tooltip", "abbr", "nowiki", "not a typo", "sic", "bracket"))
+_KEEP_PARAM_2 = frozenset(("lang", "transl", "translit", "transliteration"))
+_KEEP_PARAMS_1_2 = frozenset(("convert", "cvt"))
 _EMPTY_PARENS = re.compile(r"\(\s*[,;:]?\s*\)|\[\s*\]")
+# Punctuation left behind by dropped templates: "Aristotle (;, Aristotélēs; 384–322 BC)", "such as,, or".
+_OPEN_JUNK = re.compile(r"\(\s*[,;:]*\s*")
+_CLOSE_JUNK = re.compile(r"\s*[,;:]*\s*\)")
+_REPEATED_COMMAS = re.compile(r",(\s*,)+")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([,.;:!?)])")
 
@@ -90,7 +99,9 @@ class _Walker:
             elif isinstance(node, ExternalLink):
                 if node.title is not None:
                     self.walk(node.title)
-            elif isinstance(node, (Template, Comment, Argument)):
+            elif isinstance(node, Template):
+                self._template(node)
+            elif isinstance(node, (Comment, Argument)):
                 continue
             elif isinstance(node, Heading):
                 self.parts.append("\n")
@@ -109,6 +120,26 @@ class _Walker:
             self.walk(node.text)
         else:
             self.parts.append(str(node.title).lstrip(":").lstrip("#"))
+
+    def _template(self, node: Template) -> None:
+        # Templates are dropped (infoboxes, citations, navboxes), except the inline ones that carry words
+        # of the sentence: {{lang|fr|text}}, {{convert|3003|m}}, {{nowrap|...}}.
+        name = str(node.name).strip().lower().replace("_", " ")
+        if name.startswith("lang-") or name in _KEEP_PARAM_1:
+            keep = [1]
+        elif name in _KEEP_PARAM_2:
+            keep = [2]
+        elif name in _KEEP_PARAMS_1_2:
+            keep = [1, 2]
+        else:
+            return
+        first = True
+        for i in keep:
+            if node.has(i):
+                if not first:
+                    self.parts.append(" ")
+                self.walk(node.get(i).value)
+                first = False
 
     def _tag(self, node: Tag) -> None:
         name = str(node.tag).strip().lower()
@@ -141,11 +172,14 @@ def wikitext_to_text(wikitext: str, namespaces=DEFAULT_NAMESPACES) -> tuple[str,
 def _tidy(text: str) -> str:
     lines = []
     for line in text.split("\n"):
+        line = _OPEN_JUNK.sub("(", line)
+        line = _CLOSE_JUNK.sub(")", line)
         line = _EMPTY_PARENS.sub("", line)
+        line = _REPEATED_COMMAS.sub(",", line)
         line = _SPACES.sub(" ", line)
         line = _SPACE_BEFORE_PUNCT.sub(r"\1", line).strip()
         # list markers and leftover table/indent markup
-        line = line.lstrip("*#:;|!").strip()
+        line = line.lstrip("*#:;|!,").strip()
         if line and any(c.isalnum() for c in line):
             lines.append(line)
     return "\n".join(lines)

@@ -235,3 +235,14 @@ def test_files_in_parallel_bad_file_is_one_line(tmp_path):
         convert("wikipedia", [d], tmp_path / "o.jsonl", progress=False, workers=2)
     assert f"{d / 'AA' / 'wiki_01'}:2: not valid JSON" in str(err.value)
     assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".wikipedia-stage-*"))
+
+
+def test_inline_templates_keep_their_words_and_leave_no_stray_punctuation():
+    wt = ("'''Aristotle''' ({{IPAc-en|ˈ|ær|ɪ|s|t|ɒ|t|əl}};<ref>x</ref> {{lang-grc|[[Ἀριστοτέλης]]}}, "
+          "''Aristotélēs''; 384–322 BC) rose {{convert|3003|m|ft}} high, {{nowrap|in [[Stagira]]}}, "
+          "particularly {{IPA|a}}, {{IPA|b}}, and {{lang|fr|la ville}}.{{Infobox person|name=A}}\n"
+          "{{As of|2010}}, it grew.")
+    text, links, _ = wikitext_to_text(wt)
+    assert text == ("Aristotle (Ἀριστοτέλης, Aristotélēs; 384–322 BC) rose 3003 m high, in Stagira, particularly, "
+                    "and la ville.\nit grew.")
+    assert links == ["Ἀριστοτέλης", "Stagira"]
