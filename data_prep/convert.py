@@ -19,6 +19,9 @@ def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool
         raise PrepError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     mod = kind_module(kind)
     stats = ConvertStats(kind)
+    out = Path(out)
+    # A previous run's output in an input folder is not an input (a .jsonl would pass for WikiExtractor's).
+    own = {out.with_name(out.name + suffix).resolve() for suffix in ("", ".partial", ".stats.json")}
     if kind == "html":
         # A folder is one site: ids are paths relative to it, so it is not expanded into files.
         paths = [Path(p) for p in inputs]
@@ -26,10 +29,10 @@ def convert(kind: str, inputs: list[str | Path], out: str | Path, progress: bool
             if not p.is_dir():
                 raise PrepError(f"{p}: html input must be a folder of HTML pages")
     else:
-        paths = expand_inputs(inputs, mod.accepts)
+        named = {Path(p).resolve() for p in inputs}
+        paths = expand_inputs(inputs, lambda q: mod.accepts(q) and (q.resolve() not in own or q.resolve() in named))
     stats.inputs = [str(p) for p in paths]
-    out = Path(out)
-    if any(p.resolve() == out.resolve() for p in paths):
+    if any(p.resolve() in own for p in paths):
         raise PrepError(f"--out {out} is also an input; choose another output path")
     if kind in ("wikipedia", "pubmed"):
         options.setdefault("work_dir", out.parent)  # staging files beside the output, not in a small /tmp

@@ -38,6 +38,8 @@ MAX_REDIRECT_HOPS = 32
 
 def accepts(path: Path) -> bool:
     name = path.name.lower()
+    if name.endswith(".stats.json"):  # a conversion's summary, not WikiExtractor output
+        return False
     return bool(name.endswith((".xml", ".xml.bz2", ".xml.gz", ".json", ".jsonl", ".json.bz2", ".jsonl.bz2",
                                ".json.gz", ".jsonl.gz")) or _WIKIEXTRACTOR_FILE.match(name))
 

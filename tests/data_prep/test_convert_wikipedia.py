@@ -246,3 +246,15 @@ def test_inline_templates_keep_their_words_and_leave_no_stray_punctuation():
     assert text == ("Aristotle (Ἀριστοτέλης, Aristotélēs; 384–322 BC) rose 3003 m high, in Stagira, particularly, "
                     "and la ville.\nit grew.")
     assert links == ["Ἀριστοτέλης", "Stagira"]
+
+
+def test_previous_output_in_input_folder_is_not_read(tmp_path):
+    d = tmp_path / "extracted"
+    shutil.copytree(WX_JSON, d)
+    out = d / "corpus.jsonl"
+    convert("wikipedia", [d], out, progress=False)
+    first = out.read_bytes()
+    summary = convert("wikipedia", [d], out, progress=False)  # again, the output now lies in the folder
+    assert summary["inputs"] == [str(d / "AA" / "wiki_00.bz2")] and out.read_bytes() == first
+    with pytest.raises(PrepError, match="also an input"):
+        convert("wikipedia", [out], out, progress=False)
