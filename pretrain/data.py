@@ -16,6 +16,8 @@ a background thread that keeps ``prefetch`` micro-batches ready.
 """
 from __future__ import annotations
 
+import json
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -159,6 +161,7 @@ class Batch:
     tensors: dict[str, torch.Tensor]
     position: int            # stream position of this global micro-batch's first pair
     n_tokens: int            # non-pad tokens on this rank
+    ids: np.ndarray | None = None   # global pair ids (dataset offset + row), for tracing
 
     def to(self, device) -> dict[str, torch.Tensor]:
         return {k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}
@@ -213,7 +216,7 @@ class PretrainData:
              "token_type_ids": torch.from_numpy(ttype.astype(np.int64)),
              "masked_positions": torch.from_numpy(positions), "masked_labels": torch.from_numpy(labels),
              "relation_labels": torch.from_numpy(raw["pair_labels"].astype(np.int64))}
-        return Batch(t, position, int(lens.sum()))
+        return Batch(t, position, int(lens.sum()), np.asarray(gids))
 
     def batch_at(self, position: int, micro_batch: int, rank: int, world: int) -> Batch:
         start = position + rank * micro_batch
@@ -235,11 +238,16 @@ class PretrainData:
             d.close()
 
 
+TRACE_ENV = "LINKBERT_TRACE_DIR"   # tests: each rank appends the pair ids it trains on to this folder
+
+
 class BatchLoader:
     """Iterates this rank's micro-batches from stream position ``start``; a thread reads ahead."""
 
     def __init__(self, data: PretrainData, micro_batch: int, rank: int, world: int, start: int = 0,
                  prefetch: int = 8):
+        trace = os.environ.get(TRACE_ENV)
+        self._trace = open(Path(trace) / f"trace_rank{rank}.jsonl", "a", buffering=1) if trace else None
         self.data, self.mb, self.rank, self.world = data, micro_batch, rank, world
         self.step_samples = micro_batch * world
         self.next_position = start          # first stream position not yet handed to the trainer
@@ -275,6 +283,8 @@ class BatchLoader:
             if isinstance(b, BaseException):
                 raise b
         assert b.position == self.next_position, (b.position, self.next_position)
+        if self._trace is not None:
+            self._trace.write(json.dumps({"position": b.position, "ids": b.ids.tolist()}) + "\n")
         self.next_position += self.step_samples
         return b
 
@@ -283,5 +293,7 @@ class BatchLoader:
 
     def close(self) -> None:
         self._stop.set()
+        if self._trace is not None:
+            self._trace.close()
         if self._thread is not None:
             self._thread.join(timeout=5)

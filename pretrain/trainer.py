@@ -215,13 +215,16 @@ def train(cfg: RunConfig) -> int:
             sums = torch.zeros(8, dtype=torch.float64)
             lr = scheduler.get_last_lr()[0] if scheduler is not None else cfg.optim.lr
             seq_len_sum = 0
-            for _ in range(t.grad_accum):
+            grad_norm = None
+            for micro in range(t.grad_accum):
                 b = next(loader)
                 outp = engine(**b.to(device))
                 loss = outp.loss
                 if step + 1 in t.nan_steps:
                     loss = loss * float("nan")
                 engine.backward(loss)
+                if t.zero_stage == 0 and micro == t.grad_accum - 1:
+                    grad_norm = _grad_norm(engine.module)   # DeepSpeed reports none without ZeRO
                 engine.step()
                 lv = loss.detach().float()
                 finite = bool(torch.isfinite(lv))
@@ -256,7 +259,7 @@ def train(cfg: RunConfig) -> int:
                 rec = {"step": step, "loss": sums[0].item() / n_ok if nonfinite == 0 else float("nan"),
                        "mlm_loss": sums[1].item() / n_ok, "relation_loss": sums[2].item() / n_ok,
                        "relation_acc": sums[3].item() / max(1.0, sums[4].item()), "lr": lr,
-                       "grad_norm": _float(engine.get_global_grad_norm()), "loss_scale": _loss_scale(engine),
+                       "grad_norm": _float(grad_norm if t.zero_stage == 0 else engine.get_global_grad_norm()), "loss_scale": _loss_scale(engine),
                        "tokens_per_s": tokens / dt, "samples_per_s": global_batch / dt,
                        "consumed_samples": loader.next_position, "skipped": not applied,
                        "skipped_total": skipped_total, "nonfinite_losses": nonfinite_total,
@@ -318,6 +321,12 @@ def evaluate(engine, data: PretrainData, cfg: RunConfig, rank: int, world: int, 
     engine.train()
     return {"eval_mlm_loss": sums[0].item() / max(1.0, sums[1].item()),
             "eval_relation_acc": sums[2].item() / max(1.0, sums[3].item()), "eval_pairs": int(sums[3].item())}
+
+
+def _grad_norm(module) -> float:
+    """Pre-clipping global L2 norm of the (already averaged) gradients, as DeepSpeed's ZeRO reports it."""
+    sq = sum(float(p.grad.float().pow(2).sum()) for p in module.parameters() if p.grad is not None)
+    return math.sqrt(sq)
 
 
 def _float(x):
