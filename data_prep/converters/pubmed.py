@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,10 @@ _RECORDS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
 # Placeholder titles MEDLINE uses for citations that have none.
 _NO_TITLE = {"", "[not available].", "not available", "[not available]"}
 _UNLABELLED = {"", "UNLABELLED", "UNASSIGNED"}
-_PMID = re.compile(r"^\d{1,10}$")
+
+
+def _is_pmid(s: str) -> bool:
+    return 0 < len(s) <= 10 and s.isascii() and s.isdigit()
 
 
 @dataclass
@@ -95,7 +97,7 @@ def _citation(rec) -> Citation:
     seen = set()
     for raw in ids:
         pid = (raw or "").strip()
-        if not _PMID.match(pid):
+        if not _is_pmid(pid):
             bad += 1
         elif pid not in seen:
             seen.add(pid)
@@ -149,7 +151,7 @@ def _record(cit: Citation, keep_title_only: bool) -> str:
     written, not PMIDs, kept), title-less flag, then the document's JSON. Workers write these to part files
     and the main process de-duplicates and counts, so serial and parallel runs share one code path."""
     fate = "doc"
-    if not _PMID.match(cit.pmid):
+    if not _is_pmid(cit.pmid):
         fate = "no_valid_pmid"
     elif not cit.sections and not cit.title:
         fate = "no_title_no_abstract"

@@ -165,3 +165,15 @@ def test_parallel_bad_file_is_one_line(tmp_path):
         convert("pubmed", [d], tmp_path / "o.jsonl", progress=False, workers=2)
     assert str(d / "b.xml.gz") in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".pubmed-parts-*"))
+
+
+def test_cited_ids_that_are_not_pmids_are_dropped_and_counted(tmp_path):
+    xml = gzip.decompress(SAMPLE.read_bytes()).decode()
+    bad = ('<Reference><Citation>x</Citation><ArticleIdList><ArticleId IdType="pubmed">12ab</ArticleId>'
+           '<ArticleId IdType="pmc">PMC1</ArticleId></ArticleIdList></Reference>')
+    i = xml.index("<Reference>", xml.index('<PMID Version="1">413296</PMID>'))
+    path = tmp_path / "e.xml"
+    path.write_text(xml[:i] + bad + xml[i:])
+    summary = convert("pubmed", [path], tmp_path / "o.jsonl", progress=False)
+    assert summary["links"]["dropped_not_a_pmid"] == 1
+    assert {d["id"]: d for d in read_corpus(tmp_path / "o.jsonl")}["413296"]["links"] == ["5363538"]
