@@ -146,8 +146,9 @@ def iter_documents(inputs: list[Path], stats: ConvertStats, progress: bool = Tru
             for href in hrefs:
                 stats.links["read"] += 1
                 target, reason = resolve_href(href, page_id)
-                if target is not None and target not in ids and target + ".html" in ids:
-                    target += ".html"  # extensionless links served by the site's web server
+                if target is not None and target not in ids:
+                    # extensionless links and folders without the slash, as the site's web server serves them
+                    target = next((t for t in (target + ".html", target + "/index.html") if t in ids), target)
                 if target is None:
                     stats.links[f"dropped_{reason}"] += 1
                 elif target == page_id:

@@ -172,3 +172,15 @@ def test_mediawiki_html_page(tmp_path):
     assert doc["id"] == "A/Abacus.html" and doc["title"] == "Abacus - Wikipedia"
     assert doc["text"] == "Abacus\nThe abacus is a calculating tool used in China.\nHistory\nOld."
     assert doc["links"] == ["C/China.html"]
+
+
+def test_links_as_a_web_server_serves_them(tmp_path):
+    site = tmp_path / "s"
+    (site / "guide").mkdir(parents=True)
+    (site / "guide" / "index.html").write_text("<p>Guide.</p>")
+    (site / "faq.html").write_text("<p>FAQ.</p>")
+    (site / "index.html").write_text('<p>See <a href="guide">the guide</a> and <a href="faq">FAQ</a>.</p>')
+    out = tmp_path / "o.jsonl"
+    convert("html", [site], out, progress=False)
+    docs = {d["id"]: d for d in read_corpus(out)}
+    assert docs["index.html"]["links"] == ["guide/index.html", "faq.html"]
