@@ -137,21 +137,32 @@ def _parse_page(page: tuple[str, str, frozenset]) -> tuple[str, str, list[str], 
 
 def parse_pages(pages: Iterator[tuple[str, str, frozenset]], stats: ConvertStats, pool=None,
                 batch: int = 256) -> Iterator[dict]:
-    """Wikitext to documents, in input order; with a process pool, ``batch`` pages at a time so memory is
-    bounded (``Pool.imap`` would read the whole dump ahead into its task queue)."""
+    """Wikitext to documents, in input order. With a process pool, ``batch`` pages at a time, the next
+    batch read from the dump while the workers parse this one; two batches in flight bound the memory
+    (``Pool.imap`` would read the whole dump ahead into its task queue)."""
+    if pool is None:
+        yield from _documents(map(_parse_page, pages), stats)
+        return
+    pending = None
     while True:
         chunk = list(itertools.islice(pages, batch))
-        if not chunk:
+        upcoming = pool.map_async(_parse_page, chunk, chunksize=max(1, batch // 64)) if chunk else None
+        if pending is not None:
+            yield from _documents(pending.get(), stats)
+        if upcoming is None:
             return
-        parsed = pool.map(_parse_page, chunk, chunksize=max(1, batch // 64)) if pool else map(_parse_page, chunk)
-        for title, plain, links, not_article in parsed:
-            _count_not_article(stats, not_article)
-            stats.links["read"] += len(links)
-            if not plain:
-                stats.skip("empty_text")
-                stats.links["dropped_with_skipped_document"] += len(links)
-                continue
-            yield {"id": title, "title": title, "text": plain, "links": links}
+        pending = upcoming
+
+
+def _documents(parsed, stats: ConvertStats) -> Iterator[dict]:
+    for title, plain, links, not_article in parsed:
+        _count_not_article(stats, not_article)
+        stats.links["read"] += len(links)
+        if not plain:
+            stats.skip("empty_text")
+            stats.links["dropped_with_skipped_document"] += len(links)
+            continue
+        yield {"id": title, "title": title, "text": plain, "links": links}
 
 
 def strip_anchors(text: str, stats: ConvertStats) -> tuple[str, list[str]]:

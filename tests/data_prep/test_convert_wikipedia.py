@@ -258,3 +258,20 @@ def test_previous_output_in_input_folder_is_not_read(tmp_path):
     assert summary["inputs"] == [str(d / "AA" / "wiki_00.bz2")] and out.read_bytes() == first
     with pytest.raises(PrepError, match="also an input"):
         convert("wikipedia", [out], out, progress=False)
+
+
+def test_parse_pages_in_small_batches_keeps_order():
+    import multiprocessing
+
+    from data_prep.converters.wikipedia import parse_pages, read_dump
+
+    def docs(pool, batch):
+        stats = ConvertStats("wikipedia")
+        out = list(parse_pages(read_dump(DUMP, stats, {}, False), stats, pool, batch=batch))
+        return out, stats.as_dict()["links"]
+
+    serial = docs(None, 256)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert docs(pool, 2) == serial and docs(pool, 4) == serial
+    assert [d["id"] for d in serial[0]] == ["Abacus", "Angola", "Demographics of Angola", "Politics of Angola",
+                                            "Transport in Angola", "Foreign relations of Angola"]
