@@ -350,6 +350,7 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         if comm.size == 1:
             raise
         local_err = str(e)  # e.g. an unreadable file: every rank reads it, every rank reports it
+    t_tok = time.time()
     errs = [e for e in comm.allgather(local_err) if e]
     if errs:
         raise PrepError(errs[0])
@@ -388,6 +389,7 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         return {"num_docs": asm.index.num_docs, "num_shards": num_shards, "stats": stats}
 
     summary = _on_rank0(comm, assemble_and_pair)
+    t_pairs = time.time()
 
     # (4) shards k = rank, rank + K, ... written by this rank's workers.
     z = np.load(work / "pairs.npz")
@@ -406,6 +408,7 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         bar.update(1)
     bar.close()
     gathered = comm.gather(mine)
+    t_shards = time.time()
 
     manifest = None
     if comm.rank == 0:
@@ -437,8 +440,11 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
         print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}) from {st['documents']['used']} "
               f"documents, {st['segments']['total']} segments, {st['links']['used']} links, "
-              f"{st['tokens']} tokens in {time.time() - t0:.1f}s with {comm.size} rank(s) x {opts.workers} "
+              f"{st['tokens']} tokens in {time.time() - t0:.1f}s (tokenize {t_tok - t0:.1f}, graph+pairs "
+              f"{t_pairs - t_tok:.1f}, shards {t_shards - t_pairs:.1f}) with {comm.size} rank(s) x {opts.workers} "
               f"worker(s) -> {out}", file=sys.stderr)
+    manifest["timings_s"] = {"tokenize": t_tok - t0, "graph_pairs": t_pairs - t_tok, "shards": t_shards - t_pairs,
+                             "total": time.time() - t0}  # returned only, not written: the file stays reproducible
     return manifest
 
 
