@@ -63,7 +63,7 @@ class Ranks:
         for r in range(world):
             env = child_env(RANK=r, LOCAL_RANK=r, WORLD_SIZE=world, LOCAL_WORLD_SIZE=world,
                             MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS=1, **(extra_env or {}))
-            log = open((log_dir or Path(args[args.index("--output") + 1])).parent / f"rank{r}_{port}.log", "w+")
+            log = open((log_dir or Path(args[args.index("--output") + 1])).parent / f"rank{r}_{port}.log", "a+")
             self.logs.append(log)
             self.procs.append(subprocess.Popen([sys.executable, "-m", "pretrain.cli", *args], cwd=ROOT, env=env,
                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
