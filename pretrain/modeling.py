@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig
 from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
 
 from . import kernels
 from .presets import NUM_RELATIONS, PRESETS, RELATION_NAMES, ConfigError, model_config
@@ -25,7 +26,7 @@ __all__ = ["NUM_RELATIONS", "RELATION_NAMES", "PRESETS", "ConfigError", "BertCon
 
 
 @dataclass
-class LinkBertOutput:
+class LinkBertOutput(ModelOutput):  # a ModelOutput (dict) so DeepSpeed ZeRO-3 hooks see its tensors
     loss: torch.Tensor | None = None
     mlm_loss: torch.Tensor | None = None
     relation_loss: torch.Tensor | None = None
@@ -70,6 +71,39 @@ class _Varlen:
 
 def _layer_norm(config):
     return kernels.layer_norm_class()(config.hidden_size, eps=config.layer_norm_eps)
+
+
+# Every parameter is used inside the forward of the module that owns it: DeepSpeed ZeRO-3 gathers a
+# module's partitioned parameters only around that module's own forward.
+class ResidualLayerNorm(nn.LayerNorm):
+    """LayerNorm(x + residual) in one fused op; parameters named as nn.LayerNorm's."""
+
+    def forward(self, x, residual):
+        return kernels.add_layer_norm(x, residual, self.weight, self.bias, self.eps)
+
+
+class LinearAct(nn.Linear):
+    """Linear + activation; for BERT's erf GELU the bias add is fused into the activation kernel."""
+
+    def __init__(self, in_features, out_features, act: str):
+        super().__init__(in_features, out_features)
+        self.act = act
+
+    def forward(self, x):
+        if self.act == "gelu":
+            return kernels.bias_gelu(F.linear(x, self.weight), self.bias)
+        return ACT2FN[self.act](super().forward(x))
+
+
+class TiedDecoder(nn.Linear):
+    """The MLM decoder (weight = word embeddings, bias = cls.predictions.bias): logits, or the summed
+    cross-entropy straight from the hidden states (``labels`` given) without keeping [N, V] logits."""
+
+    def forward(self, hidden, labels=None, fused: bool = False, chunk_size: int = 4096):
+        if labels is None:
+            return super().forward(hidden)
+        return kernels.linear_cross_entropy(hidden, self.weight, self.bias, labels, fused=fused,
+                                            chunk_size=chunk_size)
 
 
 class LinkBertEmbeddings(nn.Module):
@@ -120,12 +154,11 @@ class LinkBertSelfOutput(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = _layer_norm(config)
+        self.LayerNorm = ResidualLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden, residual):
-        return kernels.add_layer_norm(self.dropout(self.dense(hidden)), residual, self.LayerNorm.weight,
-                                      self.LayerNorm.bias, self.LayerNorm.eps)
+        return self.LayerNorm(self.dropout(self.dense(hidden)), residual)
 
 
 class LinkBertAttention(nn.Module):
@@ -138,32 +171,24 @@ class LinkBertAttention(nn.Module):
         return self.output(self.self(hidden, attn_mask, varlen), hidden)
 
 
-def _dense_act(dense: nn.Linear, act: str, x):
-    if act == "gelu":  # BERT's erf GELU: bias add fused into the activation kernel
-        return kernels.bias_gelu(F.linear(x, dense.weight), dense.bias)
-    return ACT2FN[act](dense(x))
-
-
 class LinkBertIntermediate(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = config.hidden_act
+        self.dense = LinearAct(config.hidden_size, config.intermediate_size, config.hidden_act)
 
     def forward(self, hidden):
-        return _dense_act(self.dense, self.act, hidden)
+        return self.dense(hidden)
 
 
 class LinkBertFFNOutput(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = _layer_norm(config)
+        self.LayerNorm = ResidualLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden, residual):
-        return kernels.add_layer_norm(self.dropout(self.dense(hidden)), residual, self.LayerNorm.weight,
-                                      self.LayerNorm.bias, self.LayerNorm.eps)
+        return self.LayerNorm(self.dropout(self.dense(hidden)), residual)
 
 
 class LinkBertLayer(nn.Module):
@@ -244,19 +269,18 @@ class LinkBertModel(nn.Module):
 class LinkBertPredictionHeadTransform(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = LinearAct(config.hidden_size, config.hidden_size, config.hidden_act)
         self.LayerNorm = _layer_norm(config)
-        self.act = config.hidden_act
 
     def forward(self, hidden):
-        return self.LayerNorm(_dense_act(self.dense, self.act, hidden))
+        return self.LayerNorm(self.dense(hidden))
 
 
 class LinkBertLMPredictionHead(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.transform = LinkBertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder = TiedDecoder(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder.bias = self.bias  # as transformers: cls.predictions.decoder.bias is cls.predictions.bias
 
@@ -340,9 +364,8 @@ class LinkBertForPreTraining(nn.Module):
                 out.mlm_logits = head.decoder(hidden).view(*lead, -1)
             if masked_labels is not None:
                 labels = masked_labels.reshape(-1)
-                total = kernels.linear_cross_entropy(hidden, head.decoder.weight, head.bias, labels,
-                                                     fused=self._mlm_fused(hidden),
-                                                     chunk_size=self.ce_chunk_size)
+                total = head.decoder(hidden, labels, fused=self._mlm_fused(hidden),
+                                     chunk_size=self.ce_chunk_size)
                 out.num_masked = (labels != -100).sum()
                 out.mlm_loss = total / out.num_masked.clamp(min=1)
         out.relation_logits = self.cls.seq_relationship(pooled)
