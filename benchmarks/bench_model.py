@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
@@ -105,8 +106,11 @@ def run_case(name, spec, seq, batch, steps, layers, device):
     runs = {"ours": (ours, ours_loss, _adamw(ours)),
             "hf": (hf, hf_loss, _adamw(hf))}
     times = {k: [] for k in runs}
+    gpu_peak = {k: 0 for k in runs}
     for step in range(steps + 2):  # 2 warm-up steps
         for key, (model, fn, opt) in runs.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = _clock()
@@ -115,6 +119,7 @@ def run_case(name, spec, seq, batch, steps, layers, device):
             opt.step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
+                gpu_peak[key] = max(gpu_peak[key], torch.cuda.max_memory_allocated(device))
             if step >= 2:
                 times[key].append(_clock() - t0)
     real_tokens = int(bt["mask"].sum())
@@ -130,7 +135,10 @@ def run_case(name, spec, seq, batch, steps, layers, device):
         ours_loss(ours, bt).backward()
     formula = flops_per_token(cfg, seq, masked_fraction=float(bt["pos"].shape[1]) / seq) * batch * seq
     counted = counter.get_total_flops()
-    mfu = formula / best["ours"] / peak_flops(device, torch.float32)
+    peak = peak_flops(device, torch.float32)
+    if device.type == "cpu":  # the estimate is for all cores; this run uses torch's thread count
+        peak *= min(1.0, torch.get_num_threads() / (os.cpu_count() or 1))
+    mfu = formula / best["ours"] / peak
     print(f"\n== {name}: {spec} width, {cfg.num_hidden_layers} layers, H={cfg.hidden_size}, V={cfg.vocab_size}, "
           f"batch {batch} x seq {seq}, {real_tokens} non-pad tokens, {steps} timed steps")
     for k in ("ours", "hf"):
@@ -141,7 +149,9 @@ def run_case(name, spec, seq, batch, steps, layers, device):
           f"-> {measured / predicted * 100:.0f}% of predicted; activation memory ratio "
           f"{mem['hf'] / mem['ours']:.2f}x")
     print(f"  FLOPs/step: formula {formula:.4g}, torch FlopCounterMode {counted:.4g} "
-          f"(ratio {counted / formula:.4f}); MFU (fp32 peak {peak_flops(device, torch.float32):.3g}) {mfu:.1%}")
+          f"(ratio {counted / formula:.4f}); MFU {mfu:.1%} of an estimated fp32 peak {peak:.3g} FLOP/s")
+    if device.type == "cuda":
+        print(f"  peak CUDA memory: ours {gpu_peak['ours'] / 2**20:.0f} MiB, hf {gpu_peak['hf'] / 2**20:.0f} MiB")
     return dict(name=name, measured=measured, predicted=predicted, mem_ratio=mem["hf"] / mem["ours"])
 
 
