@@ -74,6 +74,9 @@ def linear_cross_entropy(hidden, weight, bias, labels, fused: bool, chunk_size: 
     if not fused:
         return reference.linear_cross_entropy_dense(hidden, weight, bias, labels)
     if use_triton(hidden):
+        if weight.dtype != hidden.dtype:  # e.g. fp32 master weights under autocast: tl.dot needs one dtype
+            weight = weight.to(hidden.dtype)
+            bias = bias.to(hidden.dtype) if bias is not None else None
         return _triton_ops().linear_cross_entropy(hidden, weight, bias, labels)
     return reference.linear_cross_entropy_chunked(hidden, weight, bias, labels, chunk_size)
 
