@@ -83,6 +83,42 @@ def check_linear_cross_entropy():
                  reference.linear_cross_entropy_dense(hid, w, None, labels))
 
 
+def check_half_precision():
+    """fp16 inputs (what bf16 training feeds the kernels; the interpreter's tl.dot cannot do bf16) against
+    the fp32 reference on the same rounded values: the kernels accumulate in fp32."""
+    from pretrain.kernels import reference, triton_ops
+    g = torch.Generator().manual_seed(3)
+
+    def pair(*shapes, half=()):
+        leaves = []
+        for i, shape in enumerate(shapes):
+            t = torch.randn(*shape, generator=g)
+            leaves.append((t.half() if i in half else t).requires_grad_())
+        return leaves, [t.detach().float().requires_grad_() for t in leaves]
+
+    def run(fn, leaves, up):
+        out = fn(*leaves)
+        out.backward(up.to(out.dtype))
+        return out.detach().float(), [t.grad.float() for t in leaves]
+
+    cases = [("bias_gelu", triton_ops.bias_gelu, reference.bias_gelu, ((6, 40), (40,)), (0, 1), (6, 40)),
+             ("add_layer_norm", lambda *a: triton_ops.add_layer_norm(*a, 1e-12),
+              lambda *a: reference.add_layer_norm(*a, 1e-12), ((6, 40), (6, 40), (40,), (40,)), (0, 1), (6, 40))]
+    labels = torch.randint(0, 70, (20,), generator=g)
+    cases.append(("linear_ce", lambda h, w, b: triton_ops.linear_cross_entropy(h, w, b, labels, 32),
+                  lambda h, w, b: reference.linear_cross_entropy_dense(h, w, b, labels),
+                  ((20, 32), (70, 32), (70,)), (0, 1, 2), ()))
+    for name, fast, ref, shapes, half, up_shape in cases:
+        leaves, ref_leaves = pair(*shapes, half=half)
+        up = torch.randn(up_shape, generator=g)
+        out_f, g_f = run(fast, leaves, up)
+        out_r, g_r = run(ref, ref_leaves, up)
+        torch.testing.assert_close(out_f, out_r, atol=2e-3, rtol=2e-3, msg=lambda m, name=name: f"{name} fp16: {m}")
+        for i, (a, b) in enumerate(zip(g_f, g_r)):
+            torch.testing.assert_close(a, b, atol=5e-3, rtol=5e-3,
+                                       msg=lambda m, name=name, i=i: f"{name} fp16 grad {i}: {m}")
+
+
 def check_model():
     """A whole training step of the tiny model: Triton kernels forced vs the PyTorch path."""
     from pretrain import kernels
@@ -109,7 +145,7 @@ def check_model():
 
 
 CHECKS = {f.__name__[len("check_"):]: f for f in (check_bias_gelu, check_add_layer_norm,
-                                                  check_linear_cross_entropy, check_model)}
+                                                  check_linear_cross_entropy, check_half_precision, check_model)}
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
