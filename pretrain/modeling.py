@@ -83,16 +83,17 @@ class ResidualLayerNorm(nn.LayerNorm):
 
 
 class LinearAct(nn.Linear):
-    """Linear + activation; for BERT's erf GELU the bias add is fused into the activation kernel."""
+    """Linear + activation; for BERT's erf GELU on the Triton path the bias add is fused into the
+    activation kernel."""
 
     def __init__(self, in_features, out_features, act: str):
         super().__init__(in_features, out_features)
         self.act = act
 
     def forward(self, x):
-        if self.act == "gelu":
+        if self.act == "gelu" and kernels.use_triton(x):
             return kernels.bias_gelu(F.linear(x, self.weight), self.bias)
-        return ACT2FN[self.act](super().forward(x))
+        return ACT2FN[self.act](super().forward(x))  # on CPU addmm already fuses the bias
 
 
 class TiedDecoder(nn.Linear):
