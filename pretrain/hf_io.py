@@ -83,6 +83,12 @@ def load_hf_pretrained(hf_dir: str | Path, config_overrides: dict | None = None,
     source = normalize_keys(read_hf_weights(hf_dir))
     if "cls.predictions.bias" not in source and "cls.predictions.decoder.bias" in source:
         source["cls.predictions.bias"] = source["cls.predictions.decoder.bias"]
+    decoder = source.get("cls.predictions.decoder.weight")
+    embeddings = source.get("bert.embeddings.word_embeddings.weight")
+    untied = decoder is not None and embeddings is not None and not torch.equal(decoder, embeddings)
+    if untied:  # LinkBERT ties them, as BERT does; the word embeddings win
+        log.warning("%s: cls.predictions.decoder.weight differs from the word embeddings; using the "
+                    "embeddings for both (tied)", hf_dir)
     for key in TIED_KEYS:
         source.pop(key, None)
 
@@ -110,7 +116,7 @@ def load_hf_pretrained(hf_dir: str | Path, config_overrides: dict | None = None,
                           f"{encoder_missing[0]}); this is not a BERT checkpoint of this config")
     unexpected = sorted(k for k in source if k not in target)
     model.load_report = {"loaded": len(loaded), "initialised": missing, "unexpected": unexpected,
-                         "relation_rows_from_nsp": nsp_rows}
+                         "relation_rows_from_nsp": nsp_rows, "untied_decoder_dropped": untied}
     if missing:
         log.warning("%s: initialised, not loaded: %s", hf_dir, ", ".join(missing))
     if nsp_rows:
