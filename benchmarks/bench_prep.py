@@ -5,7 +5,8 @@ link graph is repeated too) and the same cores:
   raw W   : texts already in memory, `Tokenizer.encode_batch` in batches, W Rust threads (the ceiling)
   build W : the whole `build` (read .jsonl.gz, parse, tokenize, segment, graph, pairs, gzip HDF5 shards)
             with --workers W, timed around build() in a fresh process (interpreter start-up excluded)
-and prints tokens/s, build/raw ratios (target >= 0.7), build 2 workers / 1 worker (target >= 1.7) and
+and prints tokens/s, CPU seconds (user+sys of the whole process tree: robust when other jobs share
+the cores), build/raw ratios (target >= 0.7), build 2 workers / 1 worker (target >= 1.7) and
 the peak RSS of the main process and of the largest worker.
 
     .venv/bin/python benchmarks/bench_prep.py [--copies 20] [--workers 2] [--max-seq-len 512] [--repeat 2]
@@ -35,6 +36,14 @@ def make_corpus(path: Path, copies: int) -> None:
                                     "links": [f"{t}#{c}" for t in d.get("links", [])]}) + "\n")
 
 
+def _cpu_seconds() -> float:
+    """User+system CPU of this process (all threads) and its reaped children (pool workers)."""
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def raw_child(corpus: str, tokenizer_json: str, batch: int) -> dict:
     from tokenizers import Tokenizer
 
@@ -42,11 +51,11 @@ def raw_child(corpus: str, tokenizer_json: str, batch: int) -> dict:
     tok = Tokenizer.from_file(tokenizer_json)
     tok.no_truncation()
     tok.no_padding()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     n = 0
     for i in range(0, len(texts), batch):
         n += sum(len(e.ids) for e in tok.encode_batch(texts[i:i + batch], add_special_tokens=False))
-    return {"tokens": n, "seconds": time.perf_counter() - t0}
+    return {"tokens": n, "seconds": time.perf_counter() - t0, "cpu": _cpu_seconds() - c0}
 
 
 def build_child(corpus: str, tokenizer: str, out: str, workers: int, max_seq_len: int) -> dict:
@@ -54,11 +63,11 @@ def build_child(corpus: str, tokenizer: str, out: str, workers: int, max_seq_len
 
     from data_prep.build import BuildOptions, build
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     m = build(BuildOptions(corpus=[corpus], tokenizer=tokenizer, out=out, workers=workers,
                            max_seq_len=max_seq_len, progress=False))
     dt = time.perf_counter() - t0
-    return {"tokens": m["stats"]["tokens"], "seconds": dt, "pairs": m["stats"]["pairs"]["total"],
+    return {"tokens": m["stats"]["tokens"], "seconds": dt, "cpu": _cpu_seconds() - c0, "pairs": m["stats"]["pairs"]["total"],
             "phases": {k: round(v, 2) for k, v in m["timings_s"].items()},
             "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
@@ -121,10 +130,12 @@ def main() -> None:
             extra = (f", {r['pairs']} pairs, peak RSS main {r['rss_main_mb']:.0f} MB / worker "
                      f"{r['rss_worker_mb']:.0f} MB, phases {r['phases']}" if kind == "build" else "")
             print(f"{kind:5s} {w} worker(s): {r['tokens']} tokens in {r['seconds']:.2f}s = "
-                  f"{r['tokens'] / r['seconds'] / 1e6:.3f} M tokens/s{extra}")
+                  f"{r['tokens'] / r['seconds'] / 1e6:.3f} M tokens/s, CPU {r['cpu']:.2f}s{extra}")
         tps = {k: r["tokens"] / r["seconds"] for k, r in res.items()}
         for w in sorted({1, a.workers}):
-            print(f"ratio build/raw at {w} worker(s): {tps[('build', w)] / tps[('raw', w)]:.2f} (target >= 0.7)")
+            print(f"ratio build/raw at {w} worker(s): {tps[('build', w)] / tps[('raw', w)]:.2f} (target >= 0.7); "
+                  f"CPU-time ratio raw/build {res[('raw', w)]['cpu'] / res[('build', w)]['cpu']:.2f} "
+                  "(load-independent)")
         if a.workers > 1:
             print(f"scaling build {a.workers} workers / 1 worker: {tps[('build', a.workers)] / tps[('build', 1)]:.2f}x "
                   f"(target >= 1.7 at 2)")
