@@ -138,7 +138,8 @@ def _fit_lp(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.n
 
 def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
                  indegree: np.ndarray, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1, seed: int = 0,
-                 linked_sampling: str = "inverse-indegree", partner_segment: str = "random") -> Pairs:
+                 linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
+                 block_segments: int = 1 << 22) -> Pairs:
     num_docs = len(doc_seg_indptr) - 1
     num_segs = int(doc_seg_indptr[-1])
     target = np.asarray(mix, dtype=np.float64)
@@ -147,58 +148,76 @@ def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indic
     target = target / target.sum()
 
     seg_doc = np.repeat(np.arange(num_docs, dtype=np.int64), np.diff(doc_seg_indptr))
-    seg_ids = np.arange(num_segs, dtype=np.int64)
     outdeg = np.diff(link_indptr)
-    allowed = np.zeros((num_segs, 3), dtype=bool)
-    allowed[:, CONTIGUOUS] = seg_ids + 1 < doc_seg_indptr[seg_doc + 1]
-    allowed[:, RANDOM] = num_docs >= 2
-    allowed[:, LINKED] = outdeg[seg_doc] > 0
-    cls = allowed @ np.array([1, 2, 4])
+    seg_ids = np.arange(num_segs, dtype=np.int64)
+    cls = ((seg_ids + 1 < doc_seg_indptr[seg_doc + 1]).astype(np.int8) * 1
+           + np.int8(2 if num_docs >= 2 else 0) + (outdeg[seg_doc] > 0).astype(np.int8) * 4)
+    del seg_ids
     counts = np.bincount(cls, minlength=8).astype(np.float64)
     class_allowed = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
     probs = fit_class_probs(class_allowed, counts, target)
+    cum = np.cumsum(probs, axis=1)
+    live = probs.sum(1) > 0
+    start = uniforms(seed, np.arange(8), np.zeros(8, np.int64), stream=0)
+    weights = None
+    if len(link_indices):
+        w = np.ones(len(link_indices)) if linked_sampling == "uniform" else 1.0 / indegree[link_indices]
+        weights = np.cumsum(w)
 
     E = int(dupe_factor)
-    anchor = np.repeat(seg_ids, E)
-    dupe = np.tile(np.arange(E, dtype=np.int64), num_segs)
-    acls = cls[anchor]
-    # Rank of each (anchor, dupe) draw within its class, in anchor-major order: a global fact.
-    order_in_class = np.zeros(len(anchor), dtype=np.int64)
-    for k in np.unique(acls):
-        m = acls == k
-        order_in_class[m] = np.arange(int(m.sum()), dtype=np.int64)
-    start = uniforms(seed, np.arange(8), np.zeros(8, np.int64), stream=0)
-    u_rel = np.mod(start[acls] + order_in_class * _GOLDEN, 1.0)
-    cum = np.cumsum(probs, axis=1)[acls]
-    label = (u_rel[:, None] >= cum[:, :2]).sum(1).astype(np.int8)
-    keep = probs[acls].sum(1) > 0
-    label = np.where(keep, label, -1)
-    dropped = int((~keep).sum())
+    carry = np.zeros(8, dtype=np.int64)  # draws of each class in earlier blocks
+    parts = []
+    dropped = 0
+    # Blocks of anchors bound the temporaries (a few arrays of block x E) on corpora with 100M+ draws.
+    for lo in range(0, num_segs, block_segments):
+        hi = min(num_segs, lo + block_segments)
+        anchor = np.repeat(np.arange(lo, hi, dtype=np.int64), E)
+        dupe = np.tile(np.arange(E, dtype=np.int64), hi - lo)
+        acls = cls[anchor]
+        # Rank of each (anchor, dupe) draw within its class, in anchor-major order: a global fact.
+        order_in_class = np.empty(len(anchor), dtype=np.int64)
+        for k in range(8):
+            m = acls == k
+            nk = int(m.sum())
+            order_in_class[m] = carry[k] + np.arange(nk, dtype=np.int64)
+            carry[k] += nk
+        u_rel = np.mod(start[acls] + order_in_class * _GOLDEN, 1.0)
+        del order_in_class
+        label = ((u_rel >= cum[acls, 0]).astype(np.int8) + (u_rel >= cum[acls, 1]).astype(np.int8))
+        keep = live[acls]
+        dropped += int((~keep).sum())
+        anchor, dupe, label = anchor[keep], dupe[keep], label[keep]
+        partner = _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_indices, weights,
+                            num_docs, seed, partner_segment)
+        parts.append((anchor, partner, label))
+    if parts:
+        anchor, partner, label = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    else:
+        anchor, partner, label = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
+    return Pairs(anchor, partner, label, tuple(float(x) for x in target), dropped)
 
+
+def _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_indices, weights, num_docs, seed,
+              partner_segment) -> np.ndarray:
+    """Global segment index of B for each draw (its relation already decided)."""
     doc = seg_doc[anchor]
     partner_doc = np.full(len(anchor), -1, dtype=np.int64)
     u_doc = uniforms(seed, anchor, dupe, stream=1)
-
     m = label == RANDOM
     j = np.floor(u_doc[m] * (num_docs - 1)).astype(np.int64)
     partner_doc[m] = j + (j >= doc[m])
-
     m = label == LINKED
     if m.any():
-        targets = link_indices.astype(np.int64)
-        w = np.ones(len(targets)) if linked_sampling == "uniform" else 1.0 / indegree[targets]
-        cw = np.cumsum(w)
+        # weights: cumulative (1/in-degree or 1) over the CSR of out-links; a row's slice is its anchor's
         lo_idx, hi_idx = link_indptr[doc[m]], link_indptr[doc[m] + 1]
-        lo = np.where(lo_idx > 0, cw[np.maximum(lo_idx - 1, 0)], 0.0)
-        hi = cw[hi_idx - 1]
-        pick = np.searchsorted(cw, lo + u_doc[m] * (hi - lo), side="right")
-        pick = np.clip(pick, lo_idx, hi_idx - 1)
-        partner_doc[m] = targets[pick]
-
+        lo = np.where(lo_idx > 0, weights[np.maximum(lo_idx - 1, 0)], 0.0)
+        hi = weights[hi_idx - 1]
+        pick = np.searchsorted(weights, lo + u_doc[m] * (hi - lo), side="right")
+        partner_doc[m] = link_indices[np.clip(pick, lo_idx, hi_idx - 1)]
     partner = np.empty(len(anchor), dtype=np.int64)
     c = label == CONTIGUOUS
     partner[c] = anchor[c] + 1
-    o = (label == RANDOM) | (label == LINKED)
+    o = ~c
     pd = partner_doc[o]
     first = doc_seg_indptr[pd]
     if partner_segment == "lead":
@@ -207,8 +226,7 @@ def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indic
         nseg = doc_seg_indptr[pd + 1] - first
         u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
         partner[o] = first + np.minimum(np.floor(u_seg * nseg).astype(np.int64), nseg - 1)
-    keep = label >= 0
-    return Pairs(anchor[keep], partner[keep], label[keep], tuple(float(x) for x in target), dropped)
+    return partner
 
 
 def mix_of(labels: np.ndarray) -> dict:

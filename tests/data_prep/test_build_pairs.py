@@ -107,3 +107,15 @@ def test_infeasible_target_gets_closest_mix_and_drops_nothing():
     mix = counts @ probs / counts.sum()
     assert np.allclose(probs.sum(1)[counts > 0], 1)
     assert np.isclose(mix[0], 0.11) and np.isclose(mix[1], mix[2]), mix
+
+
+def test_blocks_do_not_change_the_pairs():
+    rng = np.random.default_rng(2)
+    num_docs = 40
+    edges = sorted({(int(s), int(t)) for s, t in rng.integers(0, num_docs, (120, 2)) if s != t})
+    indptr, indices, indeg = _graph(num_docs, edges)
+    segs = np.concatenate([[0], np.cumsum(rng.integers(1, 5, num_docs))]).astype(np.int64)
+    a = sample_pairs(segs, indptr, indices, indeg, dupe_factor=3, seed=4)
+    b = sample_pairs(segs, indptr, indices, indeg, dupe_factor=3, seed=4, block_segments=7)
+    for x, y in ((a.anchor, b.anchor), (a.partner, b.partner), (a.label, b.label)):
+        assert np.array_equal(x, y)
