@@ -315,7 +315,10 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
             old.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        files = corpus_files(opts.corpus)
+        # a directory corpus that contains --out must not read a previous build's docs.jsonl as input
+        files = [f for f in corpus_files(opts.corpus) if out.resolve() not in f.resolve().parents]
+        if not files:
+            raise PrepError(f"--corpus {' '.join(map(str, opts.corpus))}: no corpus files outside --out {out}")
         return _tokenizer_info(opts.tokenizer, out / "tokenizer"), [str(f) for f in files]
 
     tok_info, files = _on_rank0(comm, prepare)
