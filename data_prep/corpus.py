@@ -95,7 +95,7 @@ def parse_line(raw: bytes) -> Parsed:
     try:
         obj = json.loads(s)
     except json.JSONDecodeError as e:
-        return Parsed(INVALID_JSON, message=f"not valid JSON ({e.msg} at column {e.colno}); "
+        return Parsed(INVALID_JSON, message=f"not valid JSON ({e.msg.removesuffix(' at')}, column {e.colno}); "
                                             "write one JSON object per line")
     if not isinstance(obj, dict):
         return Parsed(INVALID_JSON, message=f"a JSON {type(obj).__name__}, expected an object per line")
