@@ -402,13 +402,14 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     t_pairs = time.time()
 
     # (4) shards k = rank, rank + K, ... written by this rank's workers.
-    z = np.load(work / "pairs.npz")
-    bounds = np.linspace(0, len(z["label"]), summary["num_shards"] + 1).round().astype(np.int64)
+    with np.load(work / "pairs.npz") as z:  # NpzFile re-reads an array on every z[...]: read each once
+        p_anchor, p_partner, p_label = z["anchor"], z["partner"], z["label"]
+    bounds = np.linspace(0, len(p_label), summary["num_shards"] + 1).round().astype(np.int64)
     width = max(5, len(str(summary["num_shards"] - 1)))
     config = (build_id, tuple(token_paths), tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
               summary["num_docs"])
-    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), z["anchor"][bounds[k]:bounds[k + 1]],
-              z["partner"][bounds[k]:bounds[k + 1]], z["label"][bounds[k]:bounds[k + 1]])
+    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), p_anchor[bounds[k]:bounds[k + 1]],
+              p_partner[bounds[k]:bounds[k + 1]], p_label[bounds[k]:bounds[k + 1]])
              for k in range(comm.rank, summary["num_shards"], comm.size))
     mine = []
     bar = tqdm(total=len(range(comm.rank, summary["num_shards"], comm.size)), desc="shards", unit="shard",
