@@ -73,18 +73,24 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
                  f"tokens {st['tokens']}")
     lines.append("pairs: " + f"{p['total']} = " + ", ".join(
         f"{n} {p[n]} ({p['mix'][n]:.1%}, target {p['target_mix'][n]:.1%})" for n in RELATION_NAMES))
-    data = load_pairs(dataset_dir)
+    # Only small per-row arrays are read whole; token rows are read for the shown pairs alone.
+    data = load_pairs(dataset_dir, ("pair_labels", "partner_doc"))
     doc_ids = load_doc_ids(dataset_dir)
-    n = len(data["seq_lens"])
+    n = len(data["pair_labels"])
     if num_pairs and n:
         tok = _tokenizer(dataset_dir, m)
         rows = np.random.default_rng(seed).choice(n, size=min(num_pairs, n), replace=False)
+        ends = np.cumsum([s["num_pairs"] for s in m["shards"]])
         for r in sorted(rows.tolist()):
-            ids = data["input_ids"][r].astype(np.int64)
-            a, s = int(data["a_lens"][r]), int(data["seq_lens"][r])
-            lines.append(f"--- pair {r}: {RELATION_NAMES[int(data['pair_labels'][r])]}, "
-                         f"A = {doc_ids[data['anchor_doc'][r]]!r} segment {data['anchor_seg'][r]}, "
-                         f"B = {doc_ids[data['partner_doc'][r]]!r} segment {data['partner_seg'][r]}")
+            k = int(np.searchsorted(ends, r, side="right"))
+            i = r - (int(ends[k - 1]) if k else 0)
+            with h5py.File(m["shards"][k]["path"], "r") as f:
+                row = {name: f[name][i] for name in DATASETS}
+            ids = row["input_ids"].astype(np.int64)
+            a, s = int(row["a_lens"]), int(row["seq_lens"])
+            lines.append(f"--- pair {r}: {RELATION_NAMES[int(row['pair_labels'])]}, "
+                         f"A = {doc_ids[row['anchor_doc']]!r} segment {row['anchor_seg']}, "
+                         f"B = {doc_ids[row['partner_doc']]!r} segment {row['partner_seg']}")
             lines.append("A: " + tok.decode(ids[1:a - 1].tolist()))
             lines.append("B: " + tok.decode(ids[a:s - 1].tolist()))
     if plot:
