@@ -168,7 +168,7 @@ def test_relation_head_gradcheck_float64():
                                           {"relation_labels": rel}).relation_loss
 
     args = tuple(params[n].detach().clone().requires_grad_() for n in names)
-    assert torch.autograd.gradcheck(loss, args)
+    assert torch.autograd.gradcheck(loss, args, fast_mode=True)  # random projections of the Jacobian
 
 
 def test_init_weights_is_bert_init():
