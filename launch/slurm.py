@@ -109,13 +109,14 @@ fi
 
 interrupted=0
 forward() {{
-  # Time limit or preemption: tell every rank to checkpoint and exit, then requeue below.
+  # $1: the signal; $2=1: the time-limit warning (requeue after the checkpoint). A plain TERM is
+  # `scancel` or preemption: checkpoint, but never requeue a job its owner cancelled.
   echo "linkbert-launch: caught SIG$1; sending TERM to the ranks so they checkpoint and exit"
-  interrupted=1
+  interrupted=$2
   if [ -n "${{step_pid:-}}" ]; then scancel --signal=TERM "$SLURM_JOB_ID.$step_id" 2>/dev/null || kill -TERM "$step_pid"; fi
 }}
-trap 'forward {sig}' {sig}
-trap 'forward TERM' TERM
+trap 'forward {sig} 1' {sig}
+{"" if sig == "TERM" else "trap 'forward TERM 0' TERM"}
 
 step_id=0
 {shlex.join(srun + command)} &

@@ -146,6 +146,8 @@ class NetCluster:
         hosts = self.root / "hosts"
         hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for a, n in zip(ADDRS, NAMES)))
         key = self.root / "id_ed25519"
+        for f in ("id_ed25519", "id_ed25519.pub", "ssh_host_key", "ssh_host_key.pub"):
+            (self.root / f).unlink(missing_ok=True)
         _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
         _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.root / "ssh_host_key"))
         shutil.copy(f"{key}.pub", self.root / "authorized_keys")
@@ -211,6 +213,7 @@ class NetCluster:
             ReturnToService=2
             KillWait=30
             MinJobAge=600
+            SchedulerParameters=sched_interval=2
             """) + nodes + f"PartitionName=debug Nodes={','.join(NAMES)} Default=YES MaxTime=INFINITE State=UP\n")
         self._daemon(0, ["slurmctld", "-D", "-i"], "slurmctld.out")
         for i, n in enumerate(NAMES):

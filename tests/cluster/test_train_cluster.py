@@ -129,12 +129,15 @@ def test_slurm_preempt_checkpoint_resume(cluster, shared_dir, jargon):
     log = job_log(shared_dir, job2)
     k2 = int(re.findall(r"signal received: saving at step (\d+)", log)[-1])
     assert k2 > k1 and (out / "checkpoints" / f"step{k2}").is_dir()
-    st = cluster.job_state(job2)
-    assert st["JobState"] in ("PENDING", "REQUEUED", "RUNNING") and int(st["Restarts"]) == 1
-    # SLURM holds a requeued job ~2 minutes before it is eligible; let it start now.
-    cluster.run(0, ["scontrol", "update", f"JobId={job2}", "StartTime=now"], timeout=30, check=False)
-    wait_for(lambda: re.search(rf"resuming from \S+: step {k2}\b", job_log(shared_dir, job2)), 240,
-             interval=0.5, what=f"the requeued job to resume from step {k2}")
+    # SLURM holds a requeued job ~2 minutes (BeginTime) before it is eligible; let it start now.
+    st = cluster.wait_job(job2, ("PENDING",), 60)
+    assert int(st["Restarts"]) == 1
+    cluster.run(0, ["scontrol", "update", f"JobId={job2}", "StartTime=now"], timeout=30)
+    try:
+        wait_for(lambda: re.search(rf"resuming from \S+: step {k2}\b", job_log(shared_dir, job2)), 240,
+                 interval=0.5, what=f"the requeued job to resume from step {k2}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{cluster.job_state(job2)}\n{job_log(shared_dir, job2)[-4000:]}") from None
     step_reached(k2 + 1)
     steps = [r["step"] for r in metrics(out)]
     assert steps[:k2 + 1] == list(range(1, k2 + 2))  # one record per step, none repeated or lost

@@ -240,7 +240,7 @@ def test_sbatch_script_for_base_on_4x8_gpus(tmp_path):
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
     assert "--container-image=nvcr.io#nvidia/pytorch:24.01-py3" in srun
     assert shlex.split(srun)[-4:-1] == [PY, "-c", "pass"] and srun.endswith("&")
-    assert "export NCCL_DEBUG=WARN" in script and "trap 'forward USR1' USR1" in script
+    assert "export NCCL_DEBUG=WARN" in script and "trap 'forward USR1 1' USR1" in script and "trap 'forward TERM 0' TERM" in script
     assert 'scontrol requeue "$SLURM_JOB_ID"' in script
 
 
