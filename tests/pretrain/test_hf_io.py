@@ -142,3 +142,13 @@ def test_import_errors_name_the_problem(tmp_path, minilm_dir):
     torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(ConfigError, match="encoder weights missing"):
         load_hf_pretrained(tmp_path)
+
+
+def test_sharded_checkpoint(tmp_path):
+    torch.manual_seed(5)
+    hf = _randomised(BertForPreTraining(model_config("tiny", vocab_size=60, **SMALL)))
+    hf.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ours = load_hf_pretrained(tmp_path)
+    assert ours.load_report["initialised"] == []
+    assert torch.equal(ours.bert.encoder.layer[1].output.dense.weight, hf.bert.encoder.layer[1].output.dense.weight)
