@@ -61,7 +61,8 @@ def run_plan(plan: Plan, req: LaunchRequest) -> int:
         raise LaunchError(f"cannot start {plan.argv[0]}: not found") from None
     previous = {s: signal.signal(s, lambda signum, _frame: proc.send_signal(signum)) for s in _FORWARDED}
     try:
-        return proc.wait()
+        rc = proc.wait()
+        return 128 - rc if rc < 0 else rc  # killed by a signal: the shell's 128+N
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -193,7 +193,7 @@ class NetCluster:
             ClusterName=lbtest
             SlurmctldHost={NAMES[0]}({ADDRS[0]})
             AuthType=auth/munge
-            AuthInfo=socket={r}/munge.sock
+            AuthInfo=socket={r}/munge.sock,cred_expire=10
             CredType=cred/munge
             SlurmUser=root
             SlurmdUser=root

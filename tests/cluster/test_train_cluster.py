@@ -129,10 +129,10 @@ def test_slurm_preempt_checkpoint_resume(cluster, shared_dir, jargon):
     log = job_log(shared_dir, job2)
     k2 = int(re.findall(r"signal received: saving at step (\d+)", log)[-1])
     assert k2 > k1 and (out / "checkpoints" / f"step{k2}").is_dir()
-    # SLURM holds a requeued job ~2 minutes (BeginTime) before it is eligible; let it start now.
-    st = cluster.wait_job(job2, ("PENDING",), 60)
+    # SLURM holds a requeued job for the credential lifetime (120 s by default, 10 s in the test
+    # cluster's AuthInfo=cred_expire) before it starts again by itself.
+    st = cluster.wait_job(job2, ("PENDING", "RUNNING"), 60)
     assert int(st["Restarts"]) == 1
-    cluster.run(0, ["scontrol", "update", f"JobId={job2}", "StartTime=now"], timeout=30)
     try:
         wait_for(lambda: re.search(rf"resuming from \S+: step {k2}\b", job_log(shared_dir, job2)), 240,
                  interval=0.5, what=f"the requeued job to resume from step {k2}")

@@ -62,3 +62,26 @@ def test_rank_whose_master_never_comes_fails_naming_it(tmp_path):
     cp = run([sys.executable, PROBE], timeout=60, env=env, check=False)
     assert cp.returncode != 0
     assert f"127.0.0.1:{port}" in cp.stdout and "RendezvousError" in cp.stdout
+
+
+def test_launcher_passes_term_to_its_ranks(tmp_path):
+    """A preempted launcher (TERM) must let its ranks checkpoint, not orphan or kill them."""
+    import signal
+    import subprocess
+
+    from tests.procs import kill_tree, wait_for
+
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda s, f: (print('rank got', s, flush=True), sys.exit(0)))\n"
+             "print('ready', flush=True)\ntime.sleep(60)\n")
+    log = tmp_path / "out.txt"
+    with open(log, "w") as f:
+        p = subprocess.Popen(LAUNCH + ["--scheduler", "local", "--", sys.executable, "-c", child], cwd=tmp_path,
+                             env=child_env(), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "ready" in log.read_text(), 60, what="the rank to start")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+        assert f"rank got {int(signal.SIGTERM)}" in log.read_text()
+    finally:
+        kill_tree(p.pid)
