@@ -81,6 +81,9 @@ def sweep_stale_namespaces() -> None:
         name = line.split()[0] if line.strip() else ""
         m = re.fullmatch(rf"{NS_PREFIX}(\d+)[ab]", name)
         if m and not psutil.pid_exists(int(m.group(1))):
+            # daemons and holders of a session that was killed outright still live in it
+            for pid in _sh("ip", "netns", "pids", name, check=False).stdout.split():
+                kill_tree(int(pid), timeout=5)
             _sh("ip", "netns", "delete", name, check=False)
 
 
@@ -177,9 +180,11 @@ class NetCluster:
         r = self.root
         (r / "munge.key").write_bytes(os.urandom(1024))
         (r / "munge.key").chmod(0o400)
-        p = subprocess.Popen(["munged", "-F", "-f", f"--key-file={r}/munge.key", f"--socket={r}/munge.sock",
+        # inside node1's namespaces (a unix socket works from any network namespace) so that a sweep
+        # of a dead session's namespaces finds it too
+        p = subprocess.Popen(self.on(0, ["munged", "-F", "-f", f"--key-file={r}/munge.key", f"--socket={r}/munge.sock",
                               f"--pid-file={r}/munged.pid", f"--log-file={r}/munged.log",
-                              f"--seed-file={r}/munge.seed"], start_new_session=True,
+                              f"--seed-file={r}/munge.seed"]), start_new_session=True,
                              stdout=open(r / "munged.out", "w"), stderr=subprocess.STDOUT)
         self.daemons.append(p)
         wait_for(lambda: (r / "munge.sock").exists(), 20, what="munged socket")

@@ -93,3 +93,22 @@ def test_torchrun_unreachable_master_names_it(cluster, shared_dir):
                                   ADDRS[0], "--master-port", "29999", "--rendezvous-timeout", "2", "--", "true"],
                      timeout=60, cwd=shared_dir, check=False)
     assert cp.returncode == 2 and f"nothing answered at {ADDRS[0]}:29999" in cp.stdout
+
+
+def test_stale_namespaces_of_dead_sessions_are_swept(cluster):
+    """A session killed outright leaves `lbt<pid>a`; the next session deletes it (and what runs in it)."""
+    import subprocess
+
+    from tests.cluster.netcluster import NS_PREFIX, sweep_stale_namespaces
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    name = f"{NS_PREFIX}{dead.pid}a"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        sweep_stale_namespaces()
+        assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert set(cluster.netns) <= set(subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                        text=True).stdout.split())  # live ones kept
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30)
