@@ -296,8 +296,7 @@ def build(opts: BuildOptions, comm=None) -> dict:
         return _build(opts, comm, pool)
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
         segments_mod._CACHE.clear()  # in-process work (one worker) must not pin this build's files
         shard_writer._CACHE.clear()
 

@@ -1,8 +1,8 @@
 """Parallelism for build: MPI ranks (mpi4py, only when launched under an MPI launcher) and, within a
 rank, a bounded ordered map over worker processes.
 
-``multiprocessing.Pool.imap`` pulls its whole input into the task queue at once, which would read a
-20 GB corpus into memory; ``ordered_map`` keeps at most a few tasks in flight per worker instead.
+``Pool.imap`` / ``Executor.map`` pull their whole input into the task queue at once, which would read
+a 20 GB corpus into memory; ``ordered_map`` keeps at most a few tasks in flight per worker instead.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -86,9 +88,14 @@ def make_pool(workers: int):
     """A process pool for ``ordered_map`` (None for one worker: work then runs in this process).
 
     spawn, not fork: the parent may hold a tokenizer whose thread pool does not survive fork.
+    concurrent.futures, not multiprocessing.Pool: a worker that dies (OOM killer, a script that
+    calls build() without an ``if __name__ == "__main__":`` guard) raises BrokenProcessPool at once,
+    where Pool silently starts a replacement and the build waits forever.
     One pool serves every step of a build, so workers start once.
     """
-    return mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    if workers <= 1:
+        return None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
 
 
 def ordered_map(fn: Callable, items: Iterable, pool=None, workers: int = 1,
@@ -99,9 +106,17 @@ def ordered_map(fn: Callable, items: Iterable, pool=None, workers: int = 1,
         return
     pending: deque = deque()
     limit = max(1, workers) * inflight_per_worker
-    for item in items:
-        pending.append(pool.apply_async(fn, (item,)))
-        if len(pending) >= limit:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= limit:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool as e:
+        from data_prep.errors import PrepError
+        raise PrepError("a worker process died (out of memory? or build() called from a script without "
+                        "an `if __name__ == \"__main__\":` guard); retry with fewer --workers") from e
+    finally:
+        for f in pending:
+            f.cancel()
