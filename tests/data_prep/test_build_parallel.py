@@ -49,3 +49,15 @@ def test_two_mpi_ranks_same_arrays(tmp_path, corpus, minilm_dir, reference):
     assert "2 rank(s)" in cp.stdout
     _same(reference, load(tmp_path))
     assert not (tmp_path / ".work").exists()
+
+
+def test_dying_workers_are_an_error_not_a_hang(tmp_path, corpus, minilm_dir):
+    # Without a __main__ guard every spawned worker re-runs the script and dies while starting;
+    # multiprocessing.Pool would replace it forever, the build must stop with a clear message instead.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from data_prep.build import BuildOptions, build\n"
+        f"build(BuildOptions(corpus=[{str(corpus)!r}], tokenizer={str(minilm_dir)!r}, out={str(tmp_path / 'o')!r},"
+        " max_seq_len=64, workers=2, progress=False))\n")
+    cp = run([str(VENV_BIN / "python"), str(script)], timeout=120, check=False)
+    assert cp.returncode != 0 and "a worker process died" in cp.stdout
