@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="set in every rank's environment (repeatable)")
     p.add_argument("--ssh-port", type=int, default=None, help="deepspeed/mpi: ssh port of the other hosts")
+    p.add_argument("--mpirun", default=None, help="mpi: the mpirun to use (default: the first on PATH)")
     p.add_argument("--mpi-flavor", choices=("openmpi", "mpich"), default=None,
                    help="mpi: override detection from `mpirun --version`")
     p.add_argument("--dry-run", action="store_true", help="print the command / sbatch script, start nothing")
@@ -75,6 +76,7 @@ def request_from_args(args: argparse.Namespace, command: list[str]) -> LaunchReq
         log_dir=args.log_dir, signal=args.signal, requeue=args.requeue, after=args.after,
         container_image=args.container_image, container_mounts=args.container_mounts,
         sbatch_args=args.sbatch_args, ssh_port=args.ssh_port, mpi_flavor=args.mpi_flavor,
+        mpirun=args.mpirun,
         dry_run=args.dry_run)
 
 

@@ -52,6 +52,7 @@ class LaunchRequest:
     sbatch_args: list[str] = field(default_factory=list)
     ssh_port: int | None = None
     mpi_flavor: str | None = None  # None: detect from `mpirun --version`
+    mpirun: str | None = None  # None: the first mpirun on PATH
 
     def validate(self) -> None:
         if self.scheduler not in SCHEDULERS:

@@ -160,7 +160,9 @@ def mpi_flavor(mpirun: str) -> str:
 
 
 def plan_mpi(req: LaunchRequest, mpirun: str | None = None, flavor: str | None = None) -> Plan:
-    mpirun = mpirun or shutil.which("mpirun") or shutil.which("mpirun", path=str(Path(sys.executable).parent))
+    mpirun = mpirun or req.mpirun or shutil.which("mpirun") or shutil.which("mpirun", path=str(Path(sys.executable).parent))
+    if req.mpirun and not (os.path.isfile(mpirun) or shutil.which(mpirun)):
+        raise LaunchError(f"--mpirun {req.mpirun} does not exist; give the path of the MPI's mpirun")
     if not mpirun:
         raise LaunchError("mpirun not found on PATH; install an MPI (pip install mpich, or apt-get install "
                           "openmpi-bin) or activate the environment that has it")

@@ -1,5 +1,6 @@
 """A real two-host cluster on one machine: two network namespaces, SLURM, munge, sshd, pdsh.
 
+SLURM, munge, sshd, pdsh and Open MPI come from apt (installed here when missing).
 Host i (node1, node2) = a network namespace `lbt<pid><a|b>` joined by our own veth pair
 (10.200.0.1/24, 10.200.0.2/24) plus a "holder" process with its own UTS namespace (its hostname)
 and a private mount namespace in which /etc/hosts names both nodes and /etc/ssh/ssh_config points
@@ -32,7 +33,7 @@ ADDRS = ("10.200.0.1", "10.200.0.2")
 NAMES = ("node1", "node2")
 SSH_PORT = 2222
 PACKAGES = {"sbatch": "slurm-wlm", "slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "munged": "munge",
-            "sshd": "openssh-server", "pdsh": "pdsh"}
+            "sshd": "openssh-server", "pdsh": "pdsh", "mpirun.openmpi": "openmpi-bin"}
 NS_PREFIX = "lbt"
 
 

@@ -66,6 +66,18 @@ def test_mpi_two_hosts(cluster, shared_dir):
     assert_two_hosts(ps)
 
 
+def test_openmpi_two_hosts(cluster, shared_dir):
+    """Open MPI's flags (-np, --map-by ppr, -x VAR, --allow-run-as-root) across both hosts."""
+    import shutil
+
+    cp = cluster.run(0, LAUNCH + ["--scheduler", "mpi", "--mpirun", shutil.which("mpirun.openmpi"), "--nodes", "2",
+                                  "--hostfile", hostfile(shared_dir), "--", sys.executable, PROBE],
+                     timeout=120, cwd=shared_dir)
+    ps = check_ranks(cp.stdout, 2)
+    assert {p["launcher"] for p in ps} == {"openmpi"}
+    assert_two_hosts(ps)
+
+
 def test_deepspeed_two_hosts(cluster, shared_dir):
     cp = cluster.run(0, LAUNCH + ["--scheduler", "deepspeed", "--nodes", "2", "--hostfile", hostfile(shared_dir),
                                   "--", sys.executable, PROBE], timeout=180, cwd=shared_dir)

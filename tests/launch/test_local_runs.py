@@ -13,9 +13,8 @@ LAUNCH = [sys.executable, "-m", "launch.cli"]
 
 
 def probes(out: str) -> list[dict]:
-    """PROBE lines, also behind a pdsh `node1: ` prefix."""
-    return [dict(kv.split("=", 1) for kv in line.split("PROBE ", 1)[1].split()) for line in out.splitlines()
-            if "PROBE " in line]
+    """PROBE records, also behind a pdsh `node1: ` prefix or glued together by MPI's output forwarding."""
+    return [dict(kv.split("=", 1) for kv in rec.split()) for rec in re.findall(r"PROBE (.*?) END", out)]
 
 
 def check_ranks(out: str, world: int):

@@ -310,3 +310,8 @@ def test_env_flag_parses_pairs():
         build_parser().parse_args(["--scheduler", "local", "--env", "NOEQUALS"])
     a = build_parser().parse_args(["--scheduler", "local", "--env", "A=1=2"])
     assert isinstance(a, argparse.Namespace) and a.env == [("A", "1=2")]
+
+
+def test_chosen_mpirun_must_exist(tmp_path):
+    with pytest.raises(LaunchError, match="--mpirun /nope/mpirun does not exist"):
+        make_plan(req(tmp_path, "--scheduler", "mpi", "--mpirun", "/nope/mpirun"))
