@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ner: mean of per-type P/R/F1 (EBM PICO)")
     tk.add_argument("--no_document_regroup", action="store_true", default=S,
                     help="multilabel: score rows as they are, not OR-ed per document id (HoC regroups)")
+    for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+        tk.add_argument(f"--{name}", type=int, default=S, help="use only the first N rows of that file")
     tk.add_argument("--no_save_model", dest="save_model", action="store_false", default=S,
                     help="do not write the fine-tuned model into --output")
     return p
@@ -78,8 +80,6 @@ def args_from_namespace(ns: argparse.Namespace) -> FinetuneArgs:
         if task and task != preset_task:
             raise FinetuneError(f"--preset {ns.preset} is a {preset_task} task, not --task {task}")
         task = preset_task
-        preset_values = dict(preset_values)
-        preset_values["ignore_negative_class"] = preset_values.get("ignore_negative_class", False)
     if not task:
         raise FinetuneError("give --task (one of " + ", ".join(TASK_KINDS) + ") or --preset")
     if task == "qa":

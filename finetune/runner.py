@@ -66,6 +66,9 @@ class FinetuneArgs:
     ignore_negative_class: bool = False
     return_macro_metrics: bool = False
     no_document_regroup: bool = False
+    max_train_samples: int | None = None    # first N rows only (quick runs, as in HF's run_* scripts)
+    max_eval_samples: int | None = None
+    max_predict_samples: int | None = None
     save_model: bool = True
     notes: list = field(default_factory=list)
 
@@ -109,6 +112,7 @@ def _precision(args: FinetuneArgs) -> tuple[bool, bool]:
 
 
 def _training_arguments(args: FinetuneArgs, has_eval: bool):
+    import torch
     from transformers import TrainingArguments
 
     fp16, bf16 = _precision(args)
@@ -128,11 +132,14 @@ def _training_arguments(args: FinetuneArgs, has_eval: bool):
         save_strategy="no", logging_steps=args.logging_steps, report_to=args.report_to,
         deepspeed=args.deepspeed, dataloader_num_workers=args.dataloader_num_workers,
         disable_tqdm=args.disable_tqdm, remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 
-def _read_split(task, path: str, split: str) -> tuple[list[dict], bool]:
+def _read_split(task, path: str, split: str, limit: int | None = None) -> tuple[list[dict], bool]:
     rows = read_jsonl(path)
+    if limit is not None and limit > 0:
+        rows = rows[:limit]
     has_gold = task.validate(rows, split)
     return rows, has_gold
 
@@ -162,13 +169,18 @@ def run_finetune(args: FinetuneArgs) -> dict:
     # rows first: a bad file should fail before the model is loaded
     splits_rows: dict[str, tuple[list[dict], bool]] = {}
     if args.train:
-        splits_rows["train"] = _read_split(task, args.train, "train")
+        splits_rows["train"] = _read_split(task, args.train, "train", args.max_train_samples)
         task.fit_labels(splits_rows["train"][0])
     else:
         task.labels_from_config(config)
-    for name, path in (("validation", args.validation), ("test", args.test)):
+        head = task.auto_model_class().__name__.replace("AutoModel", "")
+        if not any(a.endswith(head) for a in (config.architectures or [])):
+            args.notes.append(f"{args.model} has no trained {head} head (architectures: {config.architectures}); "
+                              "its predictions come from a randomly initialised head")
+    for name, path, limit in (("validation", args.validation, args.max_eval_samples),
+                              ("test", args.test, args.max_predict_samples)):
         if path:
-            splits_rows[name] = _read_split(task, path, name)
+            splits_rows[name] = _read_split(task, path, name, limit)
     for name, (rows, has_gold) in splits_rows.items():
         if has_gold and name != "train":
             task.check_labels(rows, name)
@@ -191,6 +203,8 @@ def run_finetune(args: FinetuneArgs) -> dict:
     trainer = trainer_cls(
         model=model, args=_training_arguments(args, has_eval=bool(validation and validation.has_gold)),
         train_dataset=encoded["train"].dataset if "train" in encoded else None,
+        # the Trainer insists on an eval_dataset with --eval_steps; TaskTrainer.evaluate uses eval_split
+        eval_dataset=validation.dataset if validation is not None and validation.has_gold else None,
         data_collator=task.collator(tokenizer), processing_class=tokenizer, task=task,
         eval_split=validation if validation is not None and validation.has_gold else None)
 
@@ -202,30 +216,35 @@ def run_finetune(args: FinetuneArgs) -> dict:
         result = trainer.train()
         info["train"] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
         info["train"]["steps"] = int(result.global_step)
+        info["log_history"] = trainer.state.log_history   # losses, lr and --eval_steps evaluations
         if args.save_model:
             trainer.save_model(str(out_dir))
 
     all_metrics: dict[str, dict] = {}
+    split_predictions: dict[str, dict] = {}
     for name in ("validation", "test"):
         if name not in encoded:
             continue
         predictions, metrics, stats = trainer.run_split(encoded[name], "eval" if name == "validation" else "test")
         if encoded[name].has_gold:
             all_metrics[name] = metrics
-        _write_json(out_dir / f"predictions_{name}.json", predictions)
+        split_predictions[name] = predictions
         info["splits"][name] = {**stats, "counts": encoded[name].counts, "has_gold": encoded[name].has_gold}
     if "train" in encoded:
         info["splits"]["train"] = {"examples": len(encoded["train"].rows),
                                    "features": len(encoded["train"].features), "counts": encoded["train"].counts}
     info["notes"] = list(args.notes)
-    _write_json(out_dir / "metrics.json", all_metrics)
-    _write_json(out_dir / "run_info.json", info)
-    for note in args.notes:
-        print(f"linkbert-finetune: note: {note}", file=sys.stderr)
-    for name, s in info["splits"].items():
-        nonzero = {k: v for k, v in s.get("counts", {}).items() if v and k not in ("windows",)}
-        if nonzero:
-            print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
+    if trainer.is_world_process_zero():   # under a distributed launch only rank 0 writes
+        for name, predictions in split_predictions.items():
+            _write_json(out_dir / f"predictions_{name}.json", predictions)
+        _write_json(out_dir / "metrics.json", all_metrics)
+        _write_json(out_dir / "run_info.json", info)
+        for note in args.notes:
+            print(f"linkbert-finetune: note: {note}", file=sys.stderr)
+        for name, s in info["splits"].items():
+            nonzero = {k: v for k, v in s.get("counts", {}).items() if v and k != "windows"}
+            if nonzero:
+                print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
     _cleanup_distributed()
     return all_metrics
 

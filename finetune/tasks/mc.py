@@ -60,7 +60,17 @@ class MultipleChoiceTask(Task):
 
     def collator(self, tokenizer):
         from transformers import DataCollatorForMultipleChoice
-        return DataCollatorForMultipleChoice(tokenizer)
+        with_labels = DataCollatorForMultipleChoice(tokenizer)
+
+        def collate(examples):
+            if "labels" in examples[0]:
+                return with_labels(examples)
+            # a test file without gold (MMLU-style prediction): transformers' collator requires labels
+            k = len(examples[0]["input_ids"])
+            flat = [{key: v[j] for key, v in ex.items()} for ex in examples for j in range(k)]
+            batch = tokenizer.pad(flat, return_tensors="pt")
+            return {key: v.view(len(examples), k, -1) for key, v in batch.items()}
+        return collate
 
     def encode(self, rows, tokenizer, split, has_gold):
         k = self.num_choices

@@ -49,6 +49,15 @@ class QATask(Task):
         pad_right = tokenizer.padding_side == "right"
         q = [r["question"].lstrip() for r in rows]   # leading spaces waste window room (seen in SQuAD)
         c = [r["context"] for r in rows]
+        # A question longer than max_seq_length - doc_stride leaves a window smaller than the stride
+        # (the tokenizer aborts); such questions keep their first `budget` tokens, and are counted.
+        budget = self.opts.max_seq_length - self.opts.doc_stride - 4
+        q_enc = tokenizer(q, add_special_tokens=False, return_offsets_mapping=True)
+        self._questions_cut = 0
+        for i, offs in enumerate(q_enc["offset_mapping"]):
+            if len(offs) > budget:
+                q[i] = q[i][:offs[budget][0]].rstrip()
+                self._questions_cut += 1
         # the stride given to the tokenizer is the overlap between consecutive windows
         return tokenizer(q if pad_right else c, c if pad_right else q,
                          truncation="only_second" if pad_right else "only_first",
@@ -60,6 +69,7 @@ class QATask(Task):
             raise FinetuneError(f"--doc_stride {self.opts.doc_stride} must be well below --max_seq_length "
                                 f"{self.opts.max_seq_length}")
         enc = self._windows(rows, tokenizer)
+        counts_q = {"questions_truncated": self._questions_cut}
         ctx_seq = 1 if tokenizer.padding_side == "right" else 0
         example_of = list(enc["overflow_to_sample_mapping"])
         model_keys = [k for k in enc.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")]
@@ -88,6 +98,7 @@ class QATask(Task):
             raise FinetuneError(f"{rows[0]['_where']}: no answer text is found at its answer_start; "
                                 "answer_start must be the character offset of the text in context")
         counts["windows"] = len(feats)
+        counts.update(counts_q)
         return Split(split, rows, feats, has_gold,
                      extra={"example_of": [e for e in example_of if split != "train" or e not in bad_rows],
                             "offsets": offsets},
