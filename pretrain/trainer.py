@@ -105,12 +105,13 @@ def build_model(cfg: RunConfig, vocab_size: int, max_seq_len: int):
     return model
 
 
-def _flops_fn(config, device):
-    """(flops per token at a sequence length, peak flop/s) from the model module, when it has them."""
+def _flops_fn(config, device, precision: str, mask_prob: float):
+    """(FLOPs per token at a sequence length, peak FLOP/s of one device) from pretrain.flops."""
     try:
         from pretrain.flops import flops_per_token, peak_flops
-        peak = peak_flops(device) if device is not None else None
-        return (lambda seq_len: flops_per_token(config, seq_len)), peak
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        peak = peak_flops(device, dtype)
+        return (lambda seq_len: flops_per_token(config, seq_len, masked_fraction=mask_prob)), peak
     except Exception:   # no FLOP model: MFU is reported as null rather than guessed
         return None, None
 
@@ -191,7 +192,9 @@ def train(cfg: RunConfig) -> int:
 
     loader = BatchLoader(data, t.micro_batch_size, rank, world, start=consumed, prefetch=cfg.data.prefetch)
     writer = MetricsWriter(out, step, t.max_steps, cfg.metrics.tensorboard, cfg.metrics.progress) if rank == 0 else None
-    flops_fn, peak = _flops_fn(model.config, device)
+    flops_fn, peak = _flops_fn(model.config, device, t.precision, cfg.data.mask_prob)
+    # a GPU per rank; on CPU the ranks of a node share its cores, whose peak counts once per node
+    peak_total = (peak or 0) * (world if device.type == "cuda" else max(1, world // env.local_world_size))
     model_config = model.config.to_dict()
 
     def meta_for(s):
@@ -273,7 +276,7 @@ def train(cfg: RunConfig) -> int:
                        "step_time_s": dt, "mfu": None, "peak_mem_mb": _peak_mem_mb(device)}
                 if flops_fn is not None and peak:
                     mean_len = seq_len_sum / t.grad_accum
-                    rec["mfu"] = tokens * flops_fn(int(mean_len)) / dt / (peak * world)
+                    rec["mfu"] = tokens * flops_fn(int(mean_len)) / dt / peak_total
                 rec.update(ev)
                 writer.log(rec)
             if consecutive_skips >= t.max_consecutive_skips:

@@ -26,8 +26,9 @@ def build_jargon(tokenizer_dir: Path, out: Path, max_seq_len: int = 64, seed: in
 
 
 def synthetic_dataset(out: Path, n: int = 100, max_seq_len: int = 16, shards: int = 2, vocab: int = 50,
-                      seed: int = 0) -> Path:
-    """A tiny prepared dataset; row i's first A token encodes i so tests can tell pairs apart."""
+                      seed: int = 0, relation_cue: bool = False) -> Path:
+    """A tiny prepared dataset of random tokens. With relation_cue, B's tokens are drawn from a range that
+    depends on the pair's label, so the relation is learnable (a plumbing check for labels and eval)."""
     rng = np.random.default_rng(seed)
     special = SpecialIds(vocab_size=vocab, cls_id=1, sep_id=2, pad_id=0, mask_id=3)
     out.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,10 @@ def synthetic_dataset(out: Path, n: int = 100, max_seq_len: int = 16, shards: in
         ids = np.zeros((m, max_seq_len), dtype=np.int64)
         for j in range(m):
             ids[j, :lens[j]] = rng.integers(4, vocab, size=lens[j])
+            if relation_cue:
+                lab = rows[j] % 3
+                lo = 4 + lab * (vocab - 4) // 3
+                ids[j, a[j]:lens[j]] = rng.integers(lo, lo + (vocab - 4) // 3, size=lens[j] - a[j])
             ids[j, 0], ids[j, a[j] - 1], ids[j, lens[j] - 1] = 1, 2, 2
         arrays = {"input_ids": ids, "seq_lens": lens, "a_lens": a,
                   "pair_labels": (rows % 3).astype(np.int8), "anchor_doc": rows.astype(np.int32),
