@@ -65,9 +65,9 @@ class QATask(Task):
                          return_overflowing_tokens=True, return_offsets_mapping=True)
 
     def encode(self, rows, tokenizer, split, has_gold):
-        if self.opts.doc_stride >= self.opts.max_seq_length - 32:
-            raise FinetuneError(f"--doc_stride {self.opts.doc_stride} must be well below --max_seq_length "
-                                f"{self.opts.max_seq_length}")
+        if self.opts.max_seq_length - self.opts.doc_stride - 4 < 8:
+            raise FinetuneError(f"--doc_stride {self.opts.doc_stride} leaves no room for the question in "
+                                f"--max_seq_length {self.opts.max_seq_length}; use a smaller stride")
         enc = self._windows(rows, tokenizer)
         counts_q = {"questions_truncated": self._questions_cut}
         ctx_seq = 1 if tokenizer.padding_side == "right" else 0
