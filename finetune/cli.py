@@ -28,11 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS   # unset flags stay absent, so a preset can fill them and flags override it
     io = p.add_argument_group("data and model")
     io.add_argument("--task", choices=TASK_KINDS, default=S, help="task kind (a --preset implies one)")
-    io.add_argument("--model", required=True, help="Hugging Face checkpoint directory (BERT family)")
-    io.add_argument("--train", default=S, help="training JSON Lines file; without it: predict only")
-    io.add_argument("--validation", default=S, help="validation JSON Lines file")
-    io.add_argument("--test", default=S, help="test JSON Lines file (labels optional)")
-    io.add_argument("--output", required=True, help="output directory")
+    io.add_argument("--model", "--model_name_or_path", dest="model", required=True,
+                    help="Hugging Face checkpoint directory (BERT family)")
+    io.add_argument("--train", "--train_file", dest="train", default=S,
+                    help="training JSON Lines file; without it: predict only")
+    io.add_argument("--validation", "--validation_file", dest="validation", default=S,
+                    help="validation JSON Lines file")
+    io.add_argument("--test", "--test_file", dest="test", default=S, help="test JSON Lines file (labels optional)")
+    io.add_argument("--output", "--output_dir", dest="output", required=True, help="output directory")
+    # LinkBERT's run_examples command lines work as they are: --do_* pick which files are used (MMLU
+    # passes --train_file but only --do_predict); checkpointing is never on, outputs are overwritten.
+    for flag in ("--do_train", "--do_eval", "--do_predict"):
+        io.add_argument(flag, action="store_true", default=S, help=argparse.SUPPRESS)
+    io.add_argument("--overwrite_output_dir", action="store_true", default=S, help=argparse.SUPPRESS)
+    for flag in ("--save_strategy", "--evaluation_strategy", "--eval_strategy", "--preprocessing_num_workers"):
+        io.add_argument(flag, default=S, help=argparse.SUPPRESS)
     io.add_argument("--preset", default=None, metavar="NAME",
                     help="hyperparameters of LinkBERT's run_examples for a task: "
                          + ", ".join(n for n in preset_names() if not n.endswith("-large"))
@@ -72,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 def args_from_namespace(ns: argparse.Namespace) -> FinetuneArgs:
     """Defaults < task defaults < preset < explicit flags."""
     given = {k: v for k, v in vars(ns).items() if k != "preset"}
+    for k in ("overwrite_output_dir", "save_strategy", "evaluation_strategy", "eval_strategy",
+              "preprocessing_num_workers"):
+        given.pop(k, None)
+    dos = {k: given.pop(k) for k in ("do_train", "do_eval", "do_predict") if k in given}
+    if dos:   # HF-script semantics: a file is used only when its --do_* flag is given
+        for flag, split in (("do_train", "train"), ("do_eval", "validation"), ("do_predict", "test")):
+            if not dos.get(flag):
+                given.pop(split, None)
     values = dict(_DEFAULTS)
     task = given.get("task")
     preset_values = {}

@@ -120,3 +120,16 @@ def test_fp16_falls_back_to_fp32_without_cuda():
         assert _precision(a) == (False, False) and "no CUDA" in a.notes[0]
     with pytest.raises(FinetuneError, match="exclusive"):
         _precision(FinetuneArgs(task="seqcls", model="m", output="o", fp16=True, bf16=True))
+
+
+def test_run_examples_command_lines_are_accepted():
+    """MMLU in run_examples passes --train_file but only --do_predict: nothing is trained."""
+    a = args_from_namespace(build_parser().parse_args(
+        ["--model_name_or_path", "runs/medqa", "--train_file", "dev.json", "--validation_file", "val.json",
+         "--test_file", "test.json", "--do_predict", "--per_device_eval_batch_size", "4", "--max_seq_length",
+         "512", "--fp16", "--output_dir", "out", "--overwrite_output_dir", "--task", "mc"]))
+    assert (a.model, a.output, a.train, a.validation, a.test) == ("runs/medqa", "out", None, None, "test.json")
+    assert (a.per_device_eval_batch_size, a.max_seq_length, a.fp16) == (4, 512, True)
+    b = _args(["--task", "ner", "--train_file", "t", "--validation_file", "v", "--do_train", "--do_eval",
+               "--save_strategy", "no", "--evaluation_strategy", "no", "--warmup_ratio", "0.1"])
+    assert (b.train, b.validation, b.test, b.warmup_ratio) == ("t", "v", None, 0.1)
