@@ -1,7 +1,7 @@
 """Tokenize, segment, link and pair a corpus into HDF5 shards (SPEC section 3).
 
-Steps: (1) every rank streams the corpus and tokenizes every K-th batch of lines across its worker
-processes, appending token ids to a file in ``OUT/.work`` (the corpus never sits in memory);
+Steps: (1) each rank tokenizes its share of the batches of lines (whole files when there are at least K
+files, else every K-th batch of each file) across its worker processes, appending token ids to a file in ``OUT/.work`` (the corpus never sits in memory);
 (2) rank 0 walks the batches in input order: document rows, duplicate ids, segment table, link graph;
 (3) rank 0 samples the pairs (pure function of seed and anchor/dupe index) and shuffles them;
 (4) every rank writes its share of the shards across its workers; rank 0 writes the manifest.
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from data_prep import segments as segments_mod
 from data_prep import shard_writer
-from data_prep.corpus import CorpusIndex, corpus_files, iter_lines
+from data_prep.corpus import CorpusIndex, corpus_files, iter_file_lines
 from data_prep.errors import PrepError
 from data_prep.pairs import mix_of, sample_pairs
 from data_prep.parallel import make_pool, ordered_map, world
@@ -194,22 +194,34 @@ def _tokenizer_info(src: str, dst: Path) -> dict:
             **ids}
 
 
-def _batches(files, rank: int, size: int, counter: dict):
-    """Lines grouped into batches (by count and bytes: independent of ranks/workers); this rank's only."""
-    batch, nbytes, b = [], 0, 0
-    for item in iter_lines(files):
-        batch.append(item)
-        nbytes += len(item[2])
-        if len(batch) >= BATCH_LINES or nbytes >= BATCH_BYTES:
-            if b % size == rank:
+def _owner(fi: int, j: int, num_files: int, size: int) -> int:
+    """Rank that tokenizes batch j of file fi: whole files when there are enough of them (a rank then
+    never reads the others' files), else every size-th batch of each file (every rank reads all)."""
+    return fi % size if num_files >= size else j % size
+
+
+def _batches(files, rank: int, size: int, counts: dict):
+    """This rank's batches of lines (by count and bytes: independent of ranks/workers).
+
+    ``counts[fi]`` = number of batches of each file this rank read (for the assembly's order).
+    """
+    for fi, path in enumerate(files):
+        if len(files) >= size and _owner(fi, 0, len(files), size) != rank:
+            continue
+        batch, nbytes, j = [], 0, 0
+        for item in iter_file_lines(fi, path):
+            batch.append(item)
+            nbytes += len(item[2])
+            if len(batch) >= BATCH_LINES or nbytes >= BATCH_BYTES:
+                if _owner(fi, j, len(files), size) == rank:
+                    yield batch
+                j += 1
+                batch, nbytes = [], 0
+        if batch:
+            if _owner(fi, j, len(files), size) == rank:
                 yield batch
-            b += 1
-            batch, nbytes = [], 0
-    if batch:
-        if b % size == rank:
-            yield batch
-        b += 1
-    counter["batches"] = b
+            j += 1
+        counts[fi] = j
 
 
 class Assembler:
@@ -363,6 +375,9 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     errs = [e for e in comm.allgather(local_err) if e]
     if errs:
         raise PrepError(errs[0])
+    batch_counts: dict = {}
+    for c in comm.allgather(counter):
+        batch_counts.update(c)
     sizes = comm.allgather(written)
     bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     token_paths = [str(work / f"tokens_rank{r}.bin") for r in range(comm.size)]
@@ -373,8 +388,9 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         if asm is None:
             asm = Assembler(files, out, work, opts.skip_bad_lines)
             streams = [open(work / f"batches_rank{r}.pkl", "rb") for r in range(comm.size)]
-            for b in tqdm(range(counter["batches"]), desc="assemble", unit="batch", disable=not progress):
-                r = b % comm.size
+            order = [(fi, j) for fi in range(len(files)) for j in range(batch_counts[fi])]
+            for fi, j in tqdm(order, desc="assemble", unit="batch", disable=not progress):
+                r = _owner(fi, j, len(files), comm.size)
                 tok_off, res = pickle.load(streams[r])
                 asm.feed(res, int(bases[r]) + tok_off)
             for s in streams:

@@ -67,13 +67,17 @@ def open_binary(path: Path):
 def iter_lines(files: list[Path]) -> Iterator[tuple[int, int, bytes]]:
     """(file index, 1-based line number, raw line) for every non-blank line."""
     for fi, path in enumerate(files):
-        try:
-            with open_binary(path) as f:
-                for lineno, raw in enumerate(f, 1):
-                    if raw.strip():
-                        yield fi, lineno, raw
-        except (OSError, EOFError) as e:  # truncated .gz, bad bz2 stream, unreadable file
-            raise PrepError(f"{path}: cannot read ({e}); check the file is complete") from e
+        yield from iter_file_lines(fi, path)
+
+
+def iter_file_lines(fi: int, path: Path) -> Iterator[tuple[int, int, bytes]]:
+    try:
+        with open_binary(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                if raw.strip():
+                    yield fi, lineno, raw
+    except (OSError, EOFError) as e:  # truncated .gz, bad bz2 stream, unreadable file
+        raise PrepError(f"{path}: cannot read ({e}); check the file is complete") from e
 
 
 @dataclass

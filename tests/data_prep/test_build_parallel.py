@@ -37,17 +37,36 @@ def test_two_workers_same_arrays(tmp_path, corpus, minilm_dir, reference):
     _same(reference, load(tmp_path))
 
 
+@pytest.fixture(scope="module")
+def split_corpus(tmp_path_factory, corpus):
+    """The same 900 documents as three files in a folder: ranks then split the work by file."""
+    d = tmp_path_factory.mktemp("split")
+    docs = read_jsonl(corpus)
+    for i, (lo, hi) in enumerate(((0, 250), (250, 600), (600, 900))):
+        write_jsonl(d / f"part{i}.jsonl", docs[lo:hi])
+    return d
+
+
 @pytest.mark.mpi
-def test_two_mpi_ranks_same_arrays(tmp_path, corpus, minilm_dir, reference):
+@pytest.mark.parametrize("layout", ["one file", "three files"])
+def test_two_mpi_ranks_same_arrays(tmp_path, corpus, split_corpus, minilm_dir, reference, layout):
     mpirun = VENV_BIN / "mpirun"
     if not mpirun.exists() and not shutil.which("mpirun"):
         pytest.skip("no mpirun")
+    src = corpus if layout == "one file" else split_corpus
     cmd = [str(mpirun if mpirun.exists() else "mpirun"), "-n", "2", str(VENV_BIN / "linkbert-prep"), "build",
-           "--corpus", str(corpus), "--tokenizer", str(minilm_dir), "--out", str(tmp_path), "--max-seq-len", "96",
+           "--corpus", str(src), "--tokenizer", str(minilm_dir), "--out", str(tmp_path), "--max-seq-len", "96",
            "--dupe-factor", "2", "--num-shards", "4", "--workers", "1", "--quiet"]
     cp = run(cmd, timeout=180, env=child_env(OMP_NUM_THREADS=1))
     assert "2 rank(s)" in cp.stdout
-    _same(reference, load(tmp_path))
+    got = load(tmp_path)
+    if layout == "one file":
+        _same(reference, got)
+    else:  # same documents and pairs; only manifest.options.corpus names other files
+        ref_arrays, ref_m, ref_ids = reference
+        for k in DATASETS:
+            assert np.array_equal(ref_arrays[k], got[0][k]), k
+        assert got[2] == ref_ids and got[1]["stats"] == ref_m["stats"]
     assert not (tmp_path / ".work").exists()
 
 
