@@ -101,6 +101,8 @@ def summarize(run: Path) -> dict:
 def fill_mask(hf: Path) -> str:
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()   # the relation head and pooler are not part of a masked-LM model
     tok = AutoTokenizer.from_pretrained(hf)
     model = AutoModelForMaskedLM.from_pretrained(hf).eval()
     text = f"a hacker is a person who enjoys exploring the details of programmable {tok.mask_token}."
@@ -115,10 +117,10 @@ def fill_mask(hf: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pretrain.demo", description=__doc__.strip().splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "demo_out"))
-    p.add_argument("--steps", type=int, default=240)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--micro-batch", type=int, default=16)
     p.add_argument("--max-seq-len", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)

@@ -125,6 +125,7 @@ def _wait_step(out: Path, step: int, ranks: Ranks, timeout: float = 120):
 def test_resume_is_exact_after_crash_in_save_sigkill_and_sigterm(tmp_path):
     data = synthetic_dataset(tmp_path / "syn", n=100, max_seq_len=16)
     args = ["--data", str(data), "--max-steps", "24", "--save-every", "4", "--checkpoint.keep_last=2",
+            "--checkpoint.hf_every=8",
             "--data.held_out=4", *[a for a in COMMON if not a.startswith("--data.held_out")]]
     ref = tmp_path / "ref"
     run_ranks([*args, "--output", str(ref)])
@@ -167,6 +168,8 @@ def test_resume_is_exact_after_crash_in_save_sigkill_and_sigterm(tmp_path):
     assert len(got) == len(want) == 24
     assert np.allclose(got, want, rtol=0, atol=1e-6), list(zip(got, want))
     assert (out / "hf" / "model.safetensors").is_file()
+    assert (out / "hf-step8" / "model.safetensors").is_file() and (out / "hf-step16" / "config.json").is_file()
+    assert [s for s, _ in list_tags(out / "checkpoints")] == [20, 24]   # keep_last=2
     # every pair trained exactly once per epoch over the final trajectory, across ranks and restarts
     final = {}
     for rank in (0, 1):
