@@ -73,6 +73,8 @@ class BuildOptions:
         self.pair_mix = tuple(x / sum(mix) for x in mix)
         if self.workers < 1 or self.dupe_factor < 1 or (self.num_shards is not None and self.num_shards < 1):
             raise PrepError("--workers, --dupe-factor and --num-shards must be at least 1")
+        if not 0 <= self.seed < 2**63:
+            raise PrepError(f"--seed {self.seed}: use a non-negative integer below 2**63")
         if self.linked_sampling not in ("inverse-indegree", "uniform"):
             raise PrepError(f"--linked-sampling {self.linked_sampling}: use inverse-indegree or uniform")
         if self.partner_segment not in ("random", "lead"):
