@@ -37,7 +37,7 @@ class DataConfig:
     max_predictions: int | None = None     # masked slots per sequence (None: ceil(mask_prob*len)+1)
     held_out: int = 256                    # pairs kept out of training for the relation/MLM eval
     prefetch: int = 8                      # micro-batches read ahead by the background reader
-    cache_mb: int = 64                     # HDF5 chunk cache per open shard
+    cache_mb: int = 256                    # HDF5 chunk cache per dataset folder, split across its shards
 
 
 @dataclass

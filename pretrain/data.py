@@ -58,7 +58,8 @@ class PairDataset:
             raise ShardError(f"{self.path}: the dataset holds no pairs")
         self.attrs = attrs
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.cache_bytes = cache_mb << 20
+        # one budget for the folder, split across shards: memory stays bounded however many shards
+        self.cache_bytes = max(1 << 20, (cache_mb << 20) // len(self.shard_paths))
         self._local = threading.local()   # h5py handles are per thread
 
     def __len__(self) -> int:
