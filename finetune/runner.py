@@ -199,8 +199,9 @@ def run_finetune(args: FinetuneArgs) -> dict:
     encoded: dict[str, Split] = {name: task.encode(rows, tokenizer, name, has_gold)
                                  for name, (rows, has_gold) in splits_rows.items()}
     validation = encoded.get("validation")
-    trainer_cls = __import__("finetune.trainer", fromlist=["TaskTrainer"]).TaskTrainer
-    trainer = trainer_cls(
+    from finetune.trainer import TaskTrainer  # imports transformers' Trainer: only once inputs are checked
+
+    trainer = TaskTrainer(
         model=model, args=_training_arguments(args, has_eval=bool(validation and validation.has_gold)),
         train_dataset=encoded["train"].dataset if "train" in encoded else None,
         # the Trainer insists on an eval_dataset with --eval_steps; TaskTrainer.evaluate uses eval_split
