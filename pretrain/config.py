@@ -304,6 +304,9 @@ def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tupl
     except json.JSONDecodeError as e:
         raise ConfigError(f"DeepSpeed config {path}: not valid JSON ({e})") from None
     global_batch = check_batch(cfg, world)
+    if t.precision == "fp16" and device_type != "cuda":
+        raise ConfigError(f"--precision fp16 needs CUDA GPUs (DeepSpeed has no fp16 on {device_type}); "
+                          "use --precision bf16 or fp32 here")
 
     def fill(d: dict, key: str, value):
         if d.get(key, "auto") == "auto":

@@ -87,6 +87,14 @@ def test_ds_config_autos_filled(tmp_path):
     assert not client and ds["optimizer"]["params"]["lr"] == cfg.optim.lr
 
 
+def test_fp16_needs_cuda():
+    cfg = build(flags={"train": {"precision": "fp16"}})
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        fill_ds_config(cfg, world=1, device_type="cpu")
+    ds, _ = fill_ds_config(cfg, world=1, device_type="cuda")
+    assert ds["fp16"]["enabled"] is True and ds["bf16"]["enabled"] is False
+
+
 def test_print_config(capsys):
     assert main(["--preset", "linkbert-tiny", "--data", "d", "--output", "o", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
