@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seqcls: also micro P/R/F1 without class id 0 of the sorted labels (ChemProt/DDI/GAD)")
     tk.add_argument("--return_macro_metrics", action="store_true", default=S,
                     help="ner: mean of per-type P/R/F1 (EBM PICO)")
+    tk.add_argument("--text_fields", default=S, metavar="A[,B]",
+                    help="seqcls/multilabel/regression input fields (default sentence1,sentence2 or sentence; "
+                         "e.g. question,sentence for GLUE QNLI)")
     tk.add_argument("--no_document_regroup", action="store_true", default=S,
                     help="multilabel: score rows as they are, not OR-ed per document id (HoC regroups)")
     for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):

@@ -66,6 +66,7 @@ class FinetuneArgs:
     ignore_negative_class: bool = False
     return_macro_metrics: bool = False
     no_document_regroup: bool = False
+    text_fields: str | None = None           # e.g. "question,sentence" for GLUE QNLI-style files
     max_train_samples: int | None = None    # first N rows only (quick runs, as in HF's run_* scripts)
     max_eval_samples: int | None = None
     max_predict_samples: int | None = None
@@ -158,7 +159,8 @@ def run_finetune(args: FinetuneArgs) -> dict:
     task = make_task(args.task, TaskOptions(
         max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
         max_answer_length=args.max_answer_length, ignore_negative_class=args.ignore_negative_class,
-        macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup))
+        macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup,
+        text_fields=tuple(f.strip() for f in (args.text_fields or "").split(",") if f.strip())))
 
     import transformers
     from transformers import AutoConfig, AutoTokenizer, set_seed

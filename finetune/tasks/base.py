@@ -18,6 +18,7 @@ class TaskOptions:
     ignore_negative_class: bool = False   # seqcls: micro P/R/F1 without class id 0 (ChemProt/DDI/GAD)
     macro_metrics: bool = False      # NER: mean of per-type P/R/F1 (EBM PICO)
     document_regroup: bool = True    # multilabel: OR rows per document id before scoring (HoC)
+    text_fields: tuple[str, ...] = ()  # seqcls/multilabel/regression: input fields (GLUE: question,sentence)
 
 
 class ListDataset(torch.utils.data.Dataset):

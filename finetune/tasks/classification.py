@@ -27,7 +27,8 @@ class ClassificationTask(Task):
     def validate(self, rows, split):
         if not self.text_fields:
             first = rows[0]
-            self.text_fields = ("sentence1", "sentence2") if "sentence1" in first else ("sentence",)
+            self.text_fields = (tuple(self.opts.text_fields) or
+                                (("sentence1", "sentence2") if "sentence1" in first else ("sentence",)))
         hint = "{id, sentence, label} or {id, sentence1, sentence2, label}"
         for r in rows:
             for f in self.text_fields:
@@ -77,6 +78,8 @@ class ClassificationTask(Task):
 
     def labels_from_config(self, config):
         info = stored_task_info(config, self.kind)
+        if not self.opts.text_fields and info.get("text_fields"):
+            self.text_fields = tuple(info["text_fields"])
         self.labels = list(info.get("labels", []))
         self.multilabel_format = info.get("multilabel_format")
         self.num_binary = int(info.get("num_binary", 0))

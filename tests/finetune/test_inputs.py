@@ -133,3 +133,14 @@ def test_run_examples_command_lines_are_accepted():
     b = _args(["--task", "ner", "--train_file", "t", "--validation_file", "v", "--do_train", "--do_eval",
                "--save_strategy", "no", "--evaluation_strategy", "no", "--warmup_ratio", "0.1"])
     assert (b.train, b.validation, b.test, b.warmup_ratio) == ("t", "v", None, 0.1)
+
+
+def test_text_fields_option_for_glue_style_files(tmp_path):
+    from finetune.tasks import TaskOptions, make_task
+    rows = [{"id": "1", "question": "Is it?", "sentence": "It is.", "label": "entailment", "_where": "f:1"}]
+    t = make_task("seqcls", TaskOptions(text_fields=("question", "sentence")))
+    assert t.validate(rows, "train") and t.text_fields == ("question", "sentence")
+    t = make_task("seqcls", TaskOptions(text_fields=("question", "hypothesis")))
+    with pytest.raises(FinetuneError, match="f:1: missing field 'hypothesis'"):
+        t.validate(rows, "train")
+    assert _args(["--task", "seqcls", "--text_fields", "question,sentence"]).text_fields == "question,sentence"
