@@ -86,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.train.output:
             raise ConfigError("no output folder: pass --output DIR")
         from data_prep.shards import ShardError
+        from pretrain.dist_env import RendezvousError
         from pretrain.trainer import TrainingError, train
         try:
             return train(cfg)
-        except (ShardError, TrainingError, FileNotFoundError) as e:
+        except (ShardError, TrainingError, FileNotFoundError, RendezvousError) as e:
             print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
             return 3
     except (ConfigError, ModelConfigError) as e:

@@ -62,6 +62,9 @@ def _setup_distributed(device):
             s.bind(("127.0.0.1", 0))
             env = dataclasses.replace(env, master_addr="127.0.0.1", master_port=s.getsockname()[1])
     env.export()   # mpirun/srun-started ranks: torch.distributed reads these
+    # A wrong or unreachable master is one clear line after LINKBERT_RENDEZVOUS_TIMEOUT seconds, not torch's
+    # silent 30-minute store retry. (Collectives keep DeepSpeed's long timeout: ZeRO-3 saves can be slow.)
+    dist_env.wait_for_master(env)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
