@@ -39,18 +39,12 @@ SKIP_HINT = "or pass --skip-bad-lines to skip such lines (they are counted in th
 
 def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files in the order given; a directory contributes its corpus files sorted by relative path."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
-            if not found:
-                raise PrepError(f"{p}: directory holds no corpus files (*{', *'.join(SUFFIXES)})")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise PrepError(f"{p}: no such corpus file or directory")
-    return out
+    from data_prep.converters.common import expand_inputs
+    paths = list(paths)
+    if not paths:
+        return []
+    return expand_inputs(paths, lambda f: f.name.endswith(SUFFIXES),
+                         what=f"corpus files (*{', *'.join(SUFFIXES)})", noun="corpus file")
 
 
 def open_binary(path: Path):

@@ -98,7 +98,8 @@ def read_bytes(path: Path, progress: bool = True) -> bytes:
         bar.close()
 
 
-def expand_inputs(inputs: Iterable[str | Path], accept) -> list[Path]:
+def expand_inputs(inputs: Iterable[str | Path], accept, what: str = "input files of this kind",
+                  noun: str = "file") -> list[Path]:
     """Files named directly, plus every file under a named directory that ``accept(path)`` takes (sorted)."""
     out: list[Path] = []
     for item in inputs:
@@ -106,12 +107,12 @@ def expand_inputs(inputs: Iterable[str | Path], accept) -> list[Path]:
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file() and accept(q))
             if not found:
-                raise PrepError(f"{p}: directory holds no input files of this kind")
+                raise PrepError(f"{p}: directory holds no {what}")
             out.extend(found)
         elif p.is_file():
             out.append(p)
         else:
-            raise PrepError(f"{p}: no such file or directory")
+            raise PrepError(f"{p}: no such {noun} or directory")
     if not out:
         raise PrepError("no inputs given")
     return out
