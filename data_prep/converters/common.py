@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from lxml import etree
 from tqdm import tqdm
 
 from data_prep.errors import PrepError
@@ -217,3 +218,34 @@ class CorpusWriter:
         if exc_type is not None:
             self.abort()
         return False
+
+
+def iter_xml_elements(path: Path, tags, root_names: Iterable[str], root_hint: str = "", progress: bool = False,
+                      **iterparse_options) -> Iterator:
+    """End events of ``tags`` in one streamed XML file (plain or compressed).
+
+    Each element is freed, with the siblings before it, once the consumer asks for the next one, so memory
+    stays flat for a 20 GB input. A wrong root element, an XML error or a truncated file is one PrepError."""
+    stream, bar = open_input(path, progress)
+    ctx = etree.iterparse(stream, events=("end",), tag=tags, resolve_entities=False, no_network=True,
+                          huge_tree=True, **iterparse_options)
+    root_names = tuple(root_names)
+    try:
+        for _, el in ctx:
+            yield el
+            el.clear(keep_tail=False)
+            parent = el.getparent()
+            if parent is not None:
+                while el.getprevious() is not None:
+                    del parent[0]
+        root = getattr(ctx, "root", None)
+        if root is not None and etree.QName(root).localname not in root_names:
+            raise PrepError(f"{path}: root element <{etree.QName(root).localname}> is not <{root_names[0]}>"
+                            f"{root_hint}")
+    except etree.XMLSyntaxError as e:
+        raise PrepError(f"{path}: line {e.lineno}: XML error: {e.msg}; is the file complete?") from None
+    except (OSError, EOFError) as e:
+        raise PrepError(f"{path}: cannot read ({e}); is the file complete and of the right type?") from None
+    finally:
+        stream.close()
+        bar.close()

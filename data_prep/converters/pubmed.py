@@ -15,14 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lxml import etree
 from tqdm import tqdm
 
-from data_prep.converters.common import ConvertStats, SerializedDoc, open_input
+from data_prep.converters.common import ConvertStats, SerializedDoc, iter_xml_elements
 from data_prep.errors import PrepError
 
 TRACK_IDS = False  # PMIDs are de-duplicated here with a bitmap
-_ROOTS = {"PubmedArticleSet", "PubmedBookArticleSet"}
 _RECORDS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
 # Placeholder titles MEDLINE uses for citations that have none.
 _NO_TITLE = {"", "[not available].", "not available", "[not available]"}
@@ -111,39 +109,21 @@ def iter_citations(path: str | Path, stats: ConvertStats | None = None, progress
 
     ``DeleteCitation`` blocks (update files) are counted in ``stats`` and yield nothing."""
     path = Path(path)
-    stream, bar = open_input(path, progress)
-    ctx = etree.iterparse(stream, events=("end",), tag=_RECORDS, resolve_entities=False, no_network=True,
-                          load_dtd=False, huge_tree=True, remove_blank_text=False)
     count = 0
-    try:
-        for _, el in ctx:
-            if el.tag == "DeleteCitation":
-                if stats is not None:
-                    stats.other["delete_citation_pmids_ignored"] += len(el.findall("PMID"))
-            else:
-                count += 1
-                try:
-                    yield _citation(el)
-                except ValueError as e:
-                    raise PrepError(f"{path}: line {el.sourceline}: {el.tag} record #{count}: {e}; "
-                                    "is this MEDLINE/PubMed XML?") from None
-            # Free the finished record and everything before it: memory stays flat.
-            el.clear(keep_tail=False)
-            parent = el.getparent()
-            if parent is not None:
-                while el.getprevious() is not None:
-                    del parent[0]
-        root = getattr(ctx, "root", None)
-        if root is not None and root.tag not in _ROOTS:
-            raise PrepError(f"{path}: root element <{root.tag}> is not <PubmedArticleSet>; "
-                            "give MEDLINE/PubMed baseline or update XML")
-    except etree.XMLSyntaxError as e:
-        raise PrepError(f"{path}: line {e.lineno}: XML error: {e.msg}; is the file complete?") from None
-    except (OSError, EOFError) as e:
-        raise PrepError(f"{path}: cannot read ({e}); is the file complete and of the right type?") from None
-    finally:
-        stream.close()
-        bar.close()
+    for el in iter_xml_elements(path, _RECORDS, ("PubmedArticleSet", "PubmedBookArticleSet"),
+                                "; give MEDLINE/PubMed baseline or update XML", progress, load_dtd=False,
+                                remove_blank_text=False):
+        if el.tag == "DeleteCitation":
+            if stats is not None:
+                stats.other["delete_citation_pmids_ignored"] += len(el.findall("PMID"))
+            continue
+        count += 1
+        try:
+            citation = _citation(el)
+        except ValueError as e:
+            raise PrepError(f"{path}: line {el.sourceline}: {el.tag} record #{count}: {e}; "
+                            "is this MEDLINE/PubMed XML?") from None
+        yield citation
 
 
 def _record(cit: Citation, keep_title_only: bool) -> str:

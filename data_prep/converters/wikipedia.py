@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from lxml import etree
 from tqdm import tqdm
 
-from data_prep.converters.common import ConvertStats, open_input
+from data_prep.converters.common import ConvertStats, iter_xml_elements, open_input
 from data_prep.converters.wikitext import DEFAULT_NAMESPACES, normalize_title, wikitext_to_text
 from data_prep.errors import PrepError
 
@@ -74,33 +74,14 @@ def _count_not_article(stats: ConvertStats, counts: dict[str, int]) -> None:
 def read_dump(path: Path, stats: ConvertStats, redirects: dict[str, str], progress: bool
               ) -> Iterator[tuple[str, str, frozenset]]:
     """Article pages of a dump as (title, wikitext, namespace names); redirects go into ``redirects``."""
-    stream, bar = open_input(path, progress)
     namespaces = frozenset(DEFAULT_NAMESPACES)
-    ctx = etree.iterparse(stream, events=("end",), tag=("{*}page", "{*}siteinfo"), resolve_entities=False,
-                          no_network=True, huge_tree=True)
-    try:
-        for _, el in ctx:
-            if etree.QName(el).localname == "siteinfo":
-                namespaces |= {n.text.casefold() for n in el.iter("{*}namespace") if n.text}
-            else:
-                page = _dump_page(el, stats, redirects, namespaces)
-                if page is not None:
-                    yield page
-            el.clear(keep_tail=False)
-            parent = el.getparent()
-            if parent is not None:
-                while el.getprevious() is not None:
-                    del parent[0]
-        root = getattr(ctx, "root", None)
-        if root is not None and etree.QName(root).localname != "mediawiki":
-            raise PrepError(f"{path}: root element <{etree.QName(root).localname}> is not <mediawiki>")
-    except etree.XMLSyntaxError as e:
-        raise PrepError(f"{path}: line {e.lineno}: XML error: {e.msg}; is the file complete?") from None
-    except (OSError, EOFError) as e:
-        raise PrepError(f"{path}: cannot read ({e}); is the file complete and of the right type?") from None
-    finally:
-        stream.close()
-        bar.close()
+    for el in iter_xml_elements(path, ("{*}page", "{*}siteinfo"), ("mediawiki",), progress=progress):
+        if etree.QName(el).localname == "siteinfo":
+            namespaces |= {n.text.casefold() for n in el.iter("{*}namespace") if n.text}
+        else:
+            page = _dump_page(el, stats, redirects, namespaces)
+            if page is not None:
+                yield page
 
 
 def _dump_page(el, stats: ConvertStats, redirects: dict[str, str], namespaces):
