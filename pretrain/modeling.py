@@ -151,10 +151,12 @@ class LinkBertSelfAttention(nn.Module):
         return ctx.transpose(1, 2).reshape(b, s, h)
 
 
-class LinkBertSelfOutput(nn.Module):
-    def __init__(self, config):
+class LinkBertBlockOutput(nn.Module):
+    """dense -> dropout -> residual add + LayerNorm: closes both the attention and the feed-forward block."""
+
+    def __init__(self, config, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = ResidualLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -166,7 +168,7 @@ class LinkBertAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.self = LinkBertSelfAttention(config)
-        self.output = LinkBertSelfOutput(config)
+        self.output = LinkBertBlockOutput(config, config.hidden_size)
 
     def forward(self, hidden, attn_mask, varlen):
         return self.output(self.self(hidden, attn_mask, varlen), hidden)
@@ -181,23 +183,12 @@ class LinkBertIntermediate(nn.Module):
         return self.dense(hidden)
 
 
-class LinkBertFFNOutput(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = ResidualLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden, residual):
-        return self.LayerNorm(self.dropout(self.dense(hidden)), residual)
-
-
 class LinkBertLayer(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.attention = LinkBertAttention(config)
         self.intermediate = LinkBertIntermediate(config)
-        self.output = LinkBertFFNOutput(config)
+        self.output = LinkBertBlockOutput(config, config.intermediate_size)
 
     def forward(self, hidden, attn_mask, varlen):
         a = self.attention(hidden, attn_mask, varlen)
