@@ -23,6 +23,7 @@ from pretrain.config import ConfigError, RunConfig, fill_ds_config
 from pretrain.data import BatchLoader, PretrainData
 from pretrain.metrics import MetricsWriter
 from pretrain.optim import build_optimizer, build_scheduler, guard_nonfinite
+from pretrain.presets import RELATION_NAMES
 
 log = logging.getLogger("linkbert-pretrain")
 
@@ -299,8 +300,9 @@ def train(cfg: RunConfig) -> int:
         if exit_reason == "done":
             ev = evaluate(engine, data, cfg, rank, world, device)
             if rank == 0:
-                log.info("held-out eval at step %d: mlm_loss %.4f, relation_acc %.4f (%d pairs)", step,
-                         ev["eval_mlm_loss"], ev["eval_relation_acc"], ev["eval_pairs"])
+                log.info("held-out eval at step %d: mlm_loss %.4f, relation_acc %.4f (%d pairs; recall %s)",
+                         step, ev["eval_mlm_loss"], ev["eval_relation_acc"], ev["eval_pairs"],
+                         ", ".join(f"{n} {ev['eval_recall_' + n]:.2f}" for n in RELATION_NAMES))
                 (out / "eval.json").write_text(json.dumps({"step": step, **ev}, indent=2) + "\n")
             folder = save(step) if last_saved != step else ckpt.ckpt_root(out) / ckpt.tag_for(step)
             if cfg.checkpoint.export_final:
@@ -319,21 +321,31 @@ def train(cfg: RunConfig) -> int:
 
 @torch.no_grad()
 def evaluate(engine, data: PretrainData, cfg: RunConfig, rank: int, world: int, device) -> dict:
-    """MLM loss and relation accuracy on the held-out pairs (every rank the same number of batches)."""
+    """MLM loss, relation accuracy and per-relation recall on the held-out pairs (every rank the same
+    number of batches)."""
     import torch.distributed as dist
     engine.eval()
-    sums = torch.zeros(4, dtype=torch.float64)   # mlm_loss * masked, masked, relation correct, pairs
+    k = len(RELATION_NAMES)
+    # mlm_loss * masked, masked, relation correct, pairs, then correct and pairs per relation
+    sums = torch.zeros(4 + 2 * k, dtype=torch.float64)
     for b in data.eval_batches(cfg.train.micro_batch_size, rank, world, cfg.metrics.eval_batches):
         outp = engine(**b.to(device))
         n = (b.tensors["masked_labels"] != -100).sum().item()
+        labels = b.tensors["relation_labels"]
+        hit = outp.relation_logits.argmax(-1).cpu() == labels
         sums[0] += outp.mlm_loss.float().item() * n
         sums[1] += n
-        sums[2] += (outp.relation_logits.argmax(-1).cpu() == b.tensors["relation_labels"]).sum().item()
-        sums[3] += len(b.tensors["relation_labels"])
+        sums[2] += hit.sum().item()
+        sums[3] += len(labels)
+        sums[4:4 + k] += torch.bincount(labels[hit], minlength=k).double()
+        sums[4 + k:] += torch.bincount(labels, minlength=k).double()
     dist.all_reduce(sums)
     engine.train()
-    return {"eval_mlm_loss": sums[0].item() / max(1.0, sums[1].item()),
-            "eval_relation_acc": sums[2].item() / max(1.0, sums[3].item()), "eval_pairs": int(sums[3].item())}
+    out = {"eval_mlm_loss": sums[0].item() / max(1.0, sums[1].item()),
+           "eval_relation_acc": sums[2].item() / max(1.0, sums[3].item()), "eval_pairs": int(sums[3].item())}
+    for i, name in enumerate(RELATION_NAMES):   # recall of each relation: which ones the head tells apart
+        out[f"eval_recall_{name}"] = sums[4 + i].item() / max(1.0, sums[4 + k + i].item())
+    return out
 
 
 def _grad_norm(module) -> float:
