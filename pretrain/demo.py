@@ -95,7 +95,8 @@ def summarize(run: Path) -> dict:
     return {"steps": len(m), "window": k,
             "train_mlm_first": mean(first, "mlm_loss"), "train_mlm_last": mean(last, "mlm_loss"),
             "train_rel_acc_first": mean(first, "relation_acc"), "train_rel_acc_last": mean(last, "relation_acc"),
-            "evals": evals, "tokens_per_s": mean(m[1:], "tokens_per_s")}
+            "evals": evals, "tokens_per_s": mean(m[1:], "tokens_per_s"),
+            "recall": {k[len("eval_recall_"):]: v for k, v in final.items() if k.startswith("eval_recall_")}}
 
 
 def fill_mask(hf: Path) -> str:
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     print("   held-out pairs:  step   MLM loss   relation acc")
     for step, mlm, acc in s["evals"]:
         print(f"                    {step:5d}   {mlm:8.3f}   {acc:8.3f}")
+    if s["recall"]:
+        print("   held-out recall per relation at the end: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in s["recall"].items()))
     print(f"   {s['tokens_per_s']:.0f} non-pad tokens/s on {args.ranks} ranks; {time.time() - t0:.0f} s in all")
     print(f"   checkpoints (DeepSpeed, resumable): {run / 'checkpoints'}")
     print(f"   Hugging Face export:                {hf}")
