@@ -5,6 +5,11 @@ states), ``run.json`` (step, consumed samples, config) and the tokenizer, and - 
 after every rank has finished writing - ``COMPLETE``. DeepSpeed writes its ``latest`` file before its
 last barrier, so a kill during a save can leave ``latest`` naming a half-written checkpoint; we never
 read ``latest``: resume takes the newest folder that has ``COMPLETE``.
+
+Resuming on a different number of ranks: ZeRO 1-3 partition the optimizer state by rank, which
+DeepSpeed's plain loader refuses to re-split. We convert the checkpoint with DeepSpeed's own
+``ds_to_universal`` into ``checkpoints/universal/stepN`` (per-parameter fp32 weights and optimizer
+moments), load that with ``checkpoint.load_universal``, and delete it once every rank has loaded.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,12 +124,61 @@ def prune(root: Path, keep_last: int) -> list[Path]:
     return removed
 
 
-def load(engine, folder: Path, rank: int) -> dict:
-    """Restore engine (model, optimizer, scheduler) and this rank's RNG; returns the run metadata."""
+def read_meta(folder: Path) -> dict:
+    try:
+        return json.loads((folder / RUN_META).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder / RUN_META}: unreadable ({e}); resume from an older step folder") from None
+
+
+def needs_reshard(folder: Path, world: int) -> bool:
+    """True when the checkpoint's optimizer state is partitioned for another number of ranks."""
+    meta = read_meta(folder)
+    return int(meta.get("zero_stage", 0)) >= 1 and int(meta.get("world_size", world)) != world
+
+
+def universal_dir(folder: Path) -> Path:
+    return folder.parent / "universal" / folder.name
+
+
+def to_universal(folder: Path, workers: int = 2, timeout: float = 3600) -> Path:
+    """Rank 0 only: convert a ZeRO checkpoint to DeepSpeed's universal format (subprocess, its own
+    worker pools). Returns the universal step folder."""
+    dest = universal_dir(folder)
+    shutil.rmtree(dest.parent, ignore_errors=True)
+    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(folder),
+           "--output_folder", str(dest), "--inject_missing_state", "--num_extract_workers", str(workers),
+           "--num_merge_workers", str(workers)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CheckpointError(f"{folder}: conversion to a universal checkpoint took over {timeout:.0f}s") from None
+    if p.returncode != 0 or not (dest / "zero").is_dir():
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise CheckpointError(f"{folder}: converting to a universal checkpoint for a new number of ranks "
+                              f"failed ({tail[0]}); resume on {read_meta(folder).get('world_size')} ranks")
+    return dest
+
+
+def load(engine, folder: Path, rank: int, universal: Path | None = None) -> dict:
+    """Restore engine (model, optimizer, scheduler) and this rank's RNG; returns the run metadata.
+    ``universal``: the folder written by to_universal (the engine was built with load_universal)."""
     if not (folder / COMPLETE).is_file():
         raise CheckpointError(f"{folder}: no {COMPLETE} marker; the save did not finish, pick an older one")
-    path, client = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_optimizer_states=True,
+    src = universal or folder
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    decay = [g.get("weight_decay") for g in inner.param_groups] if inner is not None else []
+    path, client = engine.load_checkpoint(str(src.parent), tag=src.name, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
+    if universal is not None and inner is not None:
+        # DeepSpeed's ZeRO-3 universal loader copies the first param group's hyperparameters onto every
+        # group, which would put weight decay on the no-decay group (biases, LayerNorm), and gives all
+        # groups one shared `step` tensor, which torch's AdamW then advances once per group: undo both.
+        for g, wd in zip(inner.param_groups, decay):
+            g["weight_decay"] = wd
+        for st in inner.state.values():
+            if torch.is_tensor(st.get("step")):
+                st["step"] = st["step"].clone()
     if path is None:
         raise CheckpointError(f"{folder}: DeepSpeed could not load it")
     meta = json.loads((folder / RUN_META).read_text())

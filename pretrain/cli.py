@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.train.output:
             raise ConfigError("no output folder: pass --output DIR")
         from data_prep.shards import ShardError
+        from pretrain.checkpoint import CheckpointError
         from pretrain.dist_env import RendezvousError
         from pretrain.trainer import TrainingError, train
         try:
             return train(cfg)
-        except (ShardError, TrainingError, FileNotFoundError, RendezvousError) as e:
+        except (ShardError, TrainingError, CheckpointError, FileNotFoundError, RendezvousError) as e:
             print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
             return 3
     except (ConfigError, ModelConfigError) as e:

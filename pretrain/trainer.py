@@ -155,6 +155,10 @@ def train(cfg: RunConfig) -> int:
     np.random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = build_model(cfg, data.attrs["vocab_size"], data.attrs["max_seq_len"])
+    last = ckpt.latest_complete(out)
+    reshard = last is not None and ckpt.needs_reshard(last, world)
+    if reshard:   # ZeRO state partitioned for another world size: load DeepSpeed's universal format
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
     offload = bool(ds_config.get("zero_optimization", {}).get("offload_optimizer"))
     optimizer, opt_desc, scheduler = None, "DeepSpeed " + ds_config.get("optimizer", {}).get("type", ""), None
     if client_opt:
@@ -172,9 +176,24 @@ def train(cfg: RunConfig) -> int:
     random.seed(t.seed * 7919 + rank + 1)
 
     step, consumed, skipped_total, nonfinite_total = 0, 0, 0, 0
-    last = ckpt.latest_complete(out)
     if last is not None:
-        meta = ckpt.load(engine, last, rank)
+        universal = ckpt.universal_dir(last) if reshard else None
+        if reshard:
+            err = [None]
+            if rank == 0:
+                log.info("re-partitioning %s for %d ranks (DeepSpeed universal checkpoint)", last, world)
+                try:
+                    ckpt.to_universal(last)
+                except ckpt.CheckpointError as e:
+                    err = [str(e)]
+            dist.broadcast_object_list(err, src=0)   # every rank fails with rank 0's message, none hangs
+            if err[0]:
+                raise ckpt.CheckpointError(err[0])
+        meta = ckpt.load(engine, last, rank, universal)
+        if reshard:
+            dist.barrier()
+            if rank == 0:
+                shutil.rmtree(universal.parent, ignore_errors=True)
         step, consumed = meta["step"], meta["consumed_samples"]
         skipped_total, nonfinite_total = meta.get("skipped_steps", 0), meta.get("nonfinite_losses", 0)
         if meta.get("world_size") != world:
