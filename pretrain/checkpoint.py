@@ -131,10 +131,16 @@ def read_meta(folder: Path) -> dict:
         raise CheckpointError(f"{folder / RUN_META}: unreadable ({e}); resume from an older step folder") from None
 
 
-def needs_reshard(folder: Path, world: int) -> bool:
-    """True when the checkpoint's optimizer state is partitioned for another number of ranks."""
+def needs_reshard(folder: Path, world: int, stage: int) -> bool:
+    """True when the checkpoint's ZeRO optimizer state is partitioned for another number of ranks (then it
+    is loaded through a universal checkpoint); a one-line error for another ZeRO stage."""
     meta = read_meta(folder)
-    return int(meta.get("zero_stage", 0)) >= 1 and int(meta.get("world_size", world)) != world
+    saved_world, saved_stage = int(meta.get("world_size", world)), int(meta.get("zero_stage", 0))
+    if saved_stage != stage:
+        raise CheckpointError(f"{folder}: written at ZeRO-{saved_stage}, this run is ZeRO-{stage}; resume with "
+                              f"--zero-stage {saved_stage} (the number of ranks may change, the stage may not), "
+                              "or start a new run from its HF export with --init-from")
+    return stage >= 1 and saved_world != world
 
 
 def universal_dir(folder: Path) -> Path:

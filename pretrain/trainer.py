@@ -156,7 +156,7 @@ def train(cfg: RunConfig) -> int:
     torch.manual_seed(t.seed)
     model = build_model(cfg, data.attrs["vocab_size"], data.attrs["max_seq_len"])
     last = ckpt.latest_complete(out)
-    reshard = last is not None and ckpt.needs_reshard(last, world)
+    reshard = last is not None and ckpt.needs_reshard(last, world, t.zero_stage)
     if reshard:   # ZeRO state partitioned for another world size: load DeepSpeed's universal format
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
     offload = bool(ds_config.get("zero_optimization", {}).get("offload_optimizer"))
@@ -181,7 +181,8 @@ def train(cfg: RunConfig) -> int:
         if reshard:
             err = [None]
             if rank == 0:
-                log.info("re-partitioning %s for %d ranks (DeepSpeed universal checkpoint)", last, world)
+                log.info("re-partitioning %s for ZeRO-%d on %d ranks (DeepSpeed universal checkpoint)", last,
+                         t.zero_stage, world)
                 try:
                     ckpt.to_universal(last)
                 except ckpt.CheckpointError as e:

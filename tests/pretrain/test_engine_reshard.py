@@ -37,11 +37,14 @@ def test_resume_on_another_world_size_is_exact(tmp_path, stage, before, after):
     assert not (cut / "checkpoints" / "universal").exists()   # the converted copy is removed after loading
 
 
-def test_failed_conversion_is_one_line_on_every_rank(tmp_path):
+def test_stage_change_and_failed_conversion_are_one_line_on_every_rank(tmp_path):
     data = synthetic_dataset(tmp_path / "syn", n=100, max_seq_len=16)
     out = tmp_path / "run"
-    args = ["--data", str(data), "--zero-stage", "2", "--output", str(out), *ARGS]
-    run_ranks([*args, "--max-steps", "4", *accum(1)], world=1)
+    args = ["--data", str(data), "--output", str(out), *ARGS]
+    run_ranks([*args, "--zero-stage", "2", "--max-steps", "4", *accum(1)], world=1)
+    codes, log = run_ranks([*args, "--zero-stage", "3", *accum(2)], world=2, expect=None)
+    assert codes == [3, 3] and log.count("written at ZeRO-2, this run is ZeRO-3; resume with --zero-stage 2") == 2
+    args += ["--zero-stage", "2"]
     optim = next((out / "checkpoints" / "step4").glob("*optim_states.pt"))
     optim.write_bytes(optim.read_bytes()[:100])   # a damaged optimizer shard
     codes, log = run_ranks([*args, *accum(2)], world=2, expect=None)
