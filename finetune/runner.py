@@ -134,6 +134,9 @@ def _training_arguments(args: FinetuneArgs, has_eval: bool):
         deepspeed=args.deepspeed, dataloader_num_workers=args.dataloader_num_workers,
         disable_tqdm=args.disable_tqdm, remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # without CUDA, accelerate only sets up multi-process (DDP over gloo) training under a torchrun/
+        # mpirun launch when told it is on CPU; left out, every process trains alone on all the data
+        use_cpu=not torch.cuda.is_available(),
     )
 
 

@@ -93,10 +93,22 @@ def main(argv: list[str] | None = None) -> int:
             return train(cfg)
         except (ShardError, TrainingError, CheckpointError, FileNotFoundError, RendezvousError) as e:
             print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
+            _leave_process_group()
             return 3
     except (ConfigError, ModelConfigError) as e:
         print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
         return 2
+
+
+def _leave_process_group() -> None:
+    """On an error exit, tear the process group down before the interpreter does: left to interpreter
+    shutdown, gloo's threads can abort the process ("terminate called ...") and hide the exit code."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:   # the peers may already be gone; the error line is what matters
+            pass
 
 
 if __name__ == "__main__":
