@@ -6,6 +6,7 @@ the same command with the same --output continues from the latest complete check
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pretrain.config import PRESETS, ConfigError, RunConfig, build
@@ -93,22 +94,23 @@ def main(argv: list[str] | None = None) -> int:
             return train(cfg)
         except (ShardError, TrainingError, CheckpointError, FileNotFoundError, RendezvousError) as e:
             print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
-            _leave_process_group()
+            _exit_if_distributed(3)
             return 3
     except (ConfigError, ModelConfigError) as e:
         print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
+        _exit_if_distributed(2)
         return 2
 
 
-def _leave_process_group() -> None:
-    """On an error exit, tear the process group down before the interpreter does: left to interpreter
-    shutdown, gloo's threads can abort the process ("terminate called ...") and hide the exit code."""
+def _exit_if_distributed(code: int) -> None:
+    """On an error exit from a distributed run, leave at once once the error line is out: the process
+    group's C++ threads (gloo, the TCP store) can abort the interpreter's shutdown while the peer ranks
+    are leaving too ("terminate called ..."), which would replace our exit code with SIGABRT."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
-        try:
-            dist.destroy_process_group()
-        except Exception:   # the peers may already be gone; the error line is what matters
-            pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":
