@@ -39,9 +39,9 @@ setup(
     entry_points={
         "console_scripts": [
             "linkbert-prep=data_prep.cli:main",
-            "linkbert-pretrain=pretrain.cli:main",
+            "linkbert-pretrain=pretrain.cli:entry",
             "linkbert-export=pretrain.export:main",
-            "linkbert-finetune=finetune.cli:main",
+            "linkbert-finetune=finetune.cli:entry",
             "linkbert-launch=launch.cli:main",
         ]
     },

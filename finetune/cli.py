@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 
@@ -143,5 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """Console-script and ``-m`` entry: main(), then, in a process that a distributed launcher started
+    (torchrun, DeepSpeed, mpirun, SLURM via linkbert-launch), a hard exit once the outputs are written:
+    at interpreter shutdown the process group's and DeepSpeed's C++ threads can abort the process
+    ("terminate called without an active exception"), turning a finished run into a SIGABRT."""
+    code = main()
+    if "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -94,24 +94,25 @@ def main(argv: list[str] | None = None) -> int:
             return train(cfg)
         except (ShardError, TrainingError, CheckpointError, FileNotFoundError, RendezvousError) as e:
             print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
-            _exit_if_distributed(3)
             return 3
     except (ConfigError, ModelConfigError) as e:
         print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
-        _exit_if_distributed(2)
         return 2
 
 
-def _exit_if_distributed(code: int) -> None:
-    """On an error exit from a distributed run, leave at once once the error line is out: the process
-    group's C++ threads (gloo, the TCP store) can abort the interpreter's shutdown while the peer ranks
-    are leaving too ("terminate called ..."), which would replace our exit code with SIGABRT."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
+def entry() -> None:
+    """Console-script and ``-m`` entry: main(), then, in a distributed process (a launcher's environment,
+    or a process group still up after an error), a hard exit once the last line is out: at interpreter
+    shutdown gloo's and the TCP store's C++ threads can abort the process while the peer ranks leave too
+    ("terminate called without an active exception"), which would turn exit code 0/2/3 into SIGABRT."""
+    code = main()
+    dist = sys.modules.get("torch.distributed")
+    if "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ or (dist is not None and dist.is_initialized()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
