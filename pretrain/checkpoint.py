@@ -172,11 +172,11 @@ def load(engine, folder: Path, rank: int, universal: Path | None = None) -> dict
     if not (folder / COMPLETE).is_file():
         raise CheckpointError(f"{folder}: no {COMPLETE} marker; the save did not finish, pick an older one")
     src = universal or folder
-    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer) if universal is not None else None
     decay = [g.get("weight_decay") for g in inner.param_groups] if inner is not None else []
     path, client = engine.load_checkpoint(str(src.parent), tag=src.name, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
-    if universal is not None and inner is not None:
+    if inner is not None:
         # DeepSpeed's ZeRO-3 universal loader copies the first param group's hyperparameters onto every
         # group, which would put weight decay on the no-decay group (biases, LayerNorm), and gives all
         # groups one shared `step` tensor, which torch's AdamW then advances once per group: undo both.
@@ -187,7 +187,7 @@ def load(engine, folder: Path, rank: int, universal: Path | None = None) -> dict
                 st["step"] = st["step"].clone()
     if path is None:
         raise CheckpointError(f"{folder}: DeepSpeed could not load it")
-    meta = json.loads((folder / RUN_META).read_text())
+    meta = read_meta(folder)
     rng = folder / f"rng_rank{rank}.pt"
     if rng.is_file():
         set_rng_state(torch.load(rng, weights_only=False))
@@ -214,7 +214,7 @@ def resolve(ckpt: str | Path) -> Path:
 
 def consolidated_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """fp32 weights of a checkpoint, whatever ZeRO stage wrote it (CPU only, no process group)."""
-    meta = json.loads((folder / RUN_META).read_text())
+    meta = read_meta(folder)
     stage = int(meta.get("zero_stage", 0))
     if stage >= 1:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -232,7 +232,7 @@ def export_hf(folder: Path, out_dir: str | Path) -> Path:
     from transformers import BertConfig
 
     from pretrain.hf_io import save_hf
-    meta = json.loads((folder / RUN_META).read_text())
+    meta = read_meta(folder)
     config = BertConfig.from_dict(meta["model_config"])
     state = consolidated_state_dict(folder)
     tok = folder if any((folder / n).is_file() for n in TOKENIZER_FILES) else None
