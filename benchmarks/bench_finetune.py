@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
+if not os.path.exists("/proc/driver/nvidia/gpus"):   # a CPU machine: say so (DeepSpeed would warn)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 FIX = ROOT / "tests" / "fixtures" / "finetune"
 
 COMMON = dict(num_train_epochs=1, learning_rate=1e-4, per_device_train_batch_size=16, max_seq_length=128,

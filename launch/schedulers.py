@@ -27,12 +27,22 @@ from launch.request import LaunchRequest, Plan, default_gpus, forwarded_env, res
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
-def _gpu_env(gpus: int) -> dict[str, str]:
-    """Limit ranks to G devices when fewer than all are wanted (G=0 on a GPU machine: run on CPU)."""
-    available = local_gpu_count()
+def _gpu_env(gpus: int, environ: dict | None = None) -> dict[str, str]:
+    """Limit ranks to G devices when fewer than all are wanted (G=0 on a GPU machine: run on CPU).
+
+    The first G of the devices this process may use: an inherited CUDA_VISIBLE_DEVICES ("4,5,6,7" on a
+    shared node, or GPU UUIDs) keeps its entries, never renumbered to 0..G-1 (other jobs' GPUs).
+    """
+    env = os.environ if environ is None else environ
+    available = local_gpu_count(env)
     if available == 0 or gpus >= available:
         return {}
-    return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
+    inherited = env.get("CUDA_VISIBLE_DEVICES")
+    if inherited is not None and inherited.strip():
+        devices = [v.strip() for v in inherited.split(",") if v.strip()]
+    else:
+        devices = [str(i) for i in range(available)]
+    return {"CUDA_VISIBLE_DEVICES": ",".join(devices[:gpus])}
 
 
 def _hosts(req: LaunchRequest, need_file: bool) -> list[Host]:

@@ -27,6 +27,7 @@ import torch
 
 COMPLETE = "COMPLETE"
 RUN_META = "run.json"
+MASTER_WEIGHTS = "fp32_master_weights.pt"   # ZeRO-0 fp16/bf16 runs: the weights the optimizer updates
 TAG_RE = re.compile(r"^step(\d+)$")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 FAULT_ENV = "LINKBERT_FAULT_SAVE_STEP"   # tests: die inside the save of this step, before COMPLETE
@@ -94,6 +95,9 @@ def save(engine, output: str | Path, step: int, meta: dict, rank: int, barrier, 
     engine.save_checkpoint(str(root), tag=tag, client_state={"linkbert": meta}, save_latest=False)
     torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
     if rank == 0:
+        master = master_weights(engine) if int(meta.get("zero_stage", 0)) == 0 else None
+        if master is not None:   # what an export must read: see master_weights
+            torch.save(master, folder / MASTER_WEIGHTS)
         _atomic_write(folder / RUN_META, json.dumps(meta, indent=2, default=str) + "\n")
         if tokenizer_dir is not None:
             for name in TOKENIZER_FILES:
@@ -197,6 +201,58 @@ def load(engine, folder: Path, rank: int, universal: Path | None = None) -> dict
     return meta
 
 
+def resume(engine, folder: Path, rank: int, reshard: bool, log) -> dict:
+    """Collective: restore a run from ``folder``. With ``reshard`` (another number of ranks) rank 0
+    converts it to DeepSpeed's universal format first; a failed conversion fails every rank with rank 0's
+    line (none waits forever); the converted copy is deleted once every rank has loaded it."""
+    import torch.distributed as dist
+    universal = universal_dir(folder) if reshard else None
+    if reshard:
+        err = [None]
+        if rank == 0:
+            log.info("re-partitioning %s for %d ranks (DeepSpeed universal checkpoint)", folder,
+                     dist.get_world_size())
+            try:
+                to_universal(folder)
+            except CheckpointError as e:
+                err = [str(e)]
+        dist.broadcast_object_list(err, src=0)
+        if err[0]:
+            raise CheckpointError(err[0])
+    meta = load(engine, folder, rank, universal)
+    if reshard:
+        dist.barrier()
+        if rank == 0:
+            shutil.rmtree(universal.parent, ignore_errors=True)
+    return meta
+
+
+def master_weights(engine) -> dict[str, torch.Tensor] | None:
+    """The fp32 master copy of a ZeRO-0 fp16/bf16 run, by parameter name (None for other runs).
+
+    Without ZeRO, DeepSpeed keeps the fp32 weights inside its FP16 optimizer wrappers (fused: flat per
+    group; unfused: per tensor) and saves only the half-precision module; an export from that would
+    round every weight to 8 (bf16) or 11 (fp16) bits. Tied names (the decoder) map to the same tensor.
+    """
+    opt = engine.optimizer
+    halves = getattr(opt, "fp16_groups", None)
+    if halves is None:
+        return None
+    if hasattr(opt, "fp32_groups_flat"):
+        from torch._utils import _unflatten_dense_tensors
+        fulls = [_unflatten_dense_tensors(flat, group) for flat, group in zip(opt.fp32_groups_flat, halves)]
+    elif hasattr(opt, "fp32_groups"):
+        fulls = opt.fp32_groups
+    else:
+        return None
+    by_id = {id(h): f for hs, fs in zip(halves, fulls) for h, f in zip(hs, fs)}
+    out = {}
+    for name, p in engine.module.named_parameters(remove_duplicate=False):
+        if id(p) in by_id:
+            out[name] = by_id[id(p)].detach().float().cpu().clone()
+    return out
+
+
 def resolve(ckpt: str | Path) -> Path:
     """OUTPUT dir, OUTPUT/checkpoints or a step folder -> a complete step folder."""
     p = Path(ckpt)
@@ -219,6 +275,11 @@ def consolidated_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     if stage >= 1:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         state = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    elif (folder / MASTER_WEIGHTS).is_file():
+        state = torch.load(folder / MASTER_WEIGHTS, map_location="cpu", weights_only=True)
+        module = torch.load(next(folder.glob("mp_rank_*_model_states.pt")), map_location="cpu",
+                            weights_only=False)["module"]
+        state = {**module, **state}   # buffers (and anything not trained) from the module
     else:
         files = sorted(folder.glob("mp_rank_*_model_states.pt"))
         if not files:

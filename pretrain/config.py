@@ -72,6 +72,7 @@ class TrainConfig:
     zero_stage: int = 2
     deepspeed_config: str | None = None    # a ds_configs/*.json (default: ds_configs/zero{stage}.json)
     max_consecutive_skips: int = 20        # stop after this many non-finite / overflow steps in a row
+    tf32: bool = True                      # fp32 on GPUs: matmuls on TF32 tensor cores (MFU assumes it)
     nan_steps: list[int] = field(default_factory=list)  # fault injection for tests: poison these steps
 
 
@@ -328,6 +329,14 @@ def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tupl
     zo = ds.setdefault("zero_optimization", {})
     zo.setdefault("stage", t.zero_stage)
     t.zero_stage = int(zo["stage"])   # the file given wins over --train.zero_stage
+    ds_opt = str((ds.get("optimizer") or {}).get("type", "auto")).lower()
+    if ((o.name == "lamb" and ds_opt == "auto") or ds_opt in ("lamb", "onebitlamb")) and t.zero_stage >= 1:
+        raise ConfigError(f"LAMB with ZeRO-{t.zero_stage}: ZeRO hands the optimizer flat partitions "
+                          "that cut across tensors, so LAMB's per-tensor trust ratios would be wrong; use "
+                          "--zero-stage 0 with lamb, or --optim.name=adamw with ZeRO")
+    if t.precision == "bf16" and t.zero_stage in (1, 2):
+        # accumulate micro-batch gradients in fp32: bf16 sums lose the small ones over many micro-batches
+        ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     off = zo.get("offload_optimizer") or {}
     if off and device_type != "cuda":
         off["pin_memory"] = False

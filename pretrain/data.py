@@ -166,9 +166,18 @@ class Batch:
     position: int            # stream position of this global micro-batch's first pair
     n_tokens: int            # non-pad tokens on this rank
     ids: np.ndarray | None = None   # global pair ids (dataset offset + row), for tracing
+    max_seqlen: int = 0      # longest pair (host int: the unpadded attention needs it without a sync)
 
-    def to(self, device) -> dict[str, torch.Tensor]:
-        return {k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}
+    def pin(self) -> Batch:
+        """Page-locked copies (loader thread, CUDA runs): only those make `to(non_blocking=True)` async."""
+        self.tensors = {k: v.pin_memory() for k, v in self.tensors.items()}
+        return self
+
+    def to(self, device) -> dict:
+        """Model keyword arguments on ``device``: the tensors plus ``max_seqlen``."""
+        out = {k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}
+        out["max_seqlen"] = self.max_seqlen
+        return out
 
 
 class PretrainData:
@@ -211,7 +220,9 @@ class PretrainData:
     def make_batch(self, gids: np.ndarray, rng: np.random.Generator, position: int) -> Batch:
         raw = self.read(gids)
         lens = raw["seq_lens"]
-        width = int(lens.max())   # trim to the longest pair: padding costs compute, not accuracy
+        # trim to the longest pair (padding costs compute, not accuracy), rounded up to a multiple of 8
+        # (tensor-core friendly shapes), never past the shards' width
+        width = min(self.attrs["max_seq_len"], -(-int(lens.max()) // 8) * 8)
         ids, positions, labels = mask_batch(raw["input_ids"][:, :width], lens, self.spec, rng)
         col = np.arange(width)[None, :]
         attn = col < lens[:, None]
@@ -219,8 +230,11 @@ class PretrainData:
         t = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(attn.astype(np.int64)),
              "token_type_ids": torch.from_numpy(ttype.astype(np.int64)),
              "masked_positions": torch.from_numpy(positions), "masked_labels": torch.from_numpy(labels),
-             "relation_labels": torch.from_numpy(raw["pair_labels"].astype(np.int64))}
-        return Batch(t, position, int(lens.sum()), np.asarray(gids))
+             "relation_labels": torch.from_numpy(raw["pair_labels"].astype(np.int64)),
+             # unpadding metadata, computed here so the model never asks the device for it
+             "cu_seqlens": torch.from_numpy(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)),
+             "unpad_indices": torch.from_numpy(np.flatnonzero(attn.reshape(-1)).astype(np.int64))}
+        return Batch(t, position, int(lens.sum()), np.asarray(gids), int(lens.max()))
 
     def batch_at(self, position: int, micro_batch: int, rank: int, world: int) -> Batch:
         start = position + rank * micro_batch
@@ -249,12 +263,13 @@ class BatchLoader:
     """Iterates this rank's micro-batches from stream position ``start``; a thread reads ahead."""
 
     def __init__(self, data: PretrainData, micro_batch: int, rank: int, world: int, start: int = 0,
-                 prefetch: int = 8):
+                 prefetch: int = 8, pin_memory: bool = False):
         trace = os.environ.get(TRACE_ENV)
         self._trace = open(Path(trace) / f"trace_rank{rank}.jsonl", "a", buffering=1) if trace else None
         self.data, self.mb, self.rank, self.world = data, micro_batch, rank, world
         self.step_samples = micro_batch * world
         self.next_position = start          # first stream position not yet handed to the trainer
+        self.pin_memory = pin_memory
         self._q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._thread = None
@@ -266,6 +281,8 @@ class BatchLoader:
         try:
             while not self._stop.is_set():
                 b = self.data.batch_at(pos, self.mb, self.rank, self.world)
+                if self.pin_memory:
+                    b.pin()
                 while not self._stop.is_set():
                     try:
                         self._q.put(b, timeout=0.1)

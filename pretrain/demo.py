@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import torch
+    if torch.cuda.is_available():   # a GPU node: one rank per GPU, never two ranks on one device
+        args.ranks = max(1, min(args.ranks, torch.cuda.device_count()))
+    else:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")   # DeepSpeed would pick cpu itself, with a warning
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   {manifest['stats']['pairs']['total']} pairs of {args.max_seq_len} tokens -> {data}")
     run = out / "run"
     cmd = pretrain_cmd(args, data, run, init)
-    print(f"== 2/3 continue pretraining all-MiniLM-L6-v2 on {args.ranks} CPU ranks, ZeRO-2:\n   "
+    print(f"== 2/3 continue pretraining all-MiniLM-L6-v2 on {args.ranks} ranks, ZeRO-2:\n   "
           + " ".join(cmd[1:]), flush=True)
     rc = run_tree(cmd, args.timeout)
     if rc != 0:

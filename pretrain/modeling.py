@@ -237,20 +237,25 @@ class LinkBertModel(nn.Module):
             return True
         return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and flash_attn_available()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Returns (sequence_output [B, S, H], pooled_output [B, H])."""
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, cu_seqlens=None, max_seqlen=None,
+                unpad_indices=None):
+        """Returns (sequence_output [B, S, H], pooled_output [B, H]).
+
+        ``cu_seqlens`` [B+1] int32, ``max_seqlen`` (host int) and ``unpad_indices`` (flat positions of the
+        real tokens) come from the loader, which knows the lengths: computing them here from the mask
+        would make the host wait for the device (nonzero, lens.max()) every micro-batch."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         emb = self.embeddings(input_ids, token_type_ids)
         b, s, h = emb.shape
         if self._use_varlen(emb, attention_mask):
-            keep = attention_mask.reshape(-1).bool()
-            # nonzero() syncs with the host once per batch; the varlen kernel needs the lengths anyway.
-            idx = keep.nonzero().squeeze(1)
-            lens = attention_mask.sum(1, dtype=torch.int32)
-            cu = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
-            packed = self.encoder(emb.reshape(b * s, h).index_select(0, idx), None,
-                                  _Varlen(cu, int(lens.max())))
+            if cu_seqlens is None or unpad_indices is None or max_seqlen is None:   # callers without a loader
+                unpad_indices = attention_mask.reshape(-1).bool().nonzero().squeeze(1)
+                lens = attention_mask.sum(1, dtype=torch.int32)
+                cu_seqlens = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
+                max_seqlen = int(lens.max())
+            idx = unpad_indices
+            packed = self.encoder(emb.reshape(b * s, h).index_select(0, idx), None, _Varlen(cu_seqlens, max_seqlen))
             seq = packed.new_zeros(b * s, h).index_copy(0, idx, packed).view(b, s, h)
         else:
             mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
@@ -337,10 +342,11 @@ class LinkBertForPreTraining(nn.Module):
         return x.is_cuda if self.fused_mlm_loss is None else self.fused_mlm_loss
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, masked_positions=None,
-                masked_labels=None, relation_labels=None, return_mlm_logits: bool = False) -> LinkBertOutput:
+                masked_labels=None, relation_labels=None, return_mlm_logits: bool = False, cu_seqlens=None,
+                max_seqlen=None, unpad_indices=None) -> LinkBertOutput:
         """masked_positions [B, P] int64 (padded with 0) and masked_labels [B, P] (-100 at padding).
         Without masked_positions, masked_labels may be [B, S] (HF style) and every position is scored."""
-        seq, pooled = self.bert(input_ids, attention_mask, token_type_ids)
+        seq, pooled = self.bert(input_ids, attention_mask, token_type_ids, cu_seqlens, max_seqlen, unpad_indices)
         out = LinkBertOutput(last_hidden_state=seq)
         head = self.cls.predictions
         if masked_labels is not None or return_mlm_logits:

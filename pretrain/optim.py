@@ -68,37 +68,66 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def _fused_lamb():
+def _fused_lamb_classes():
+    """Fused LAMB implementations whose CUDA code is actually present: DeepSpeed's (JIT-built on first
+    construction), then apex's (only if its `amp_C` extension was compiled: a Python-only apex install
+    imports fine and fails at the first step)."""
+    found = []
     try:
         from deepspeed.ops.lamb import FusedLamb
-        return FusedLamb
-    except Exception:  # not built for this CUDA: fall back to apex, then to ours
+        found.append(FusedLamb)
+    except Exception:
         pass
     try:
+        import amp_C  # noqa: F401  (apex's multi-tensor CUDA kernels)
         from apex.optimizers import FusedLAMB
-        return FusedLAMB
+        found.append(FusedLAMB)
     except Exception:
-        return None
+        pass
+    return found
+
+
+def _construct(candidates, groups, log_fallback, **kw):
+    """The first candidate whose constructor succeeds. DeepSpeed's fused ops compile their CUDA code in
+    the constructor (nvcc + ninja): a node without a toolchain fails there, not at import."""
+    for cls in candidates:
+        try:
+            return cls(groups, **kw)
+        except Exception as e:   # missing nvcc/ninja, no matching CUDA arch, ...
+            log_fallback(f"{cls.__name__} unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "falling back")
+    return None
+
+
+def _log_fallback(msg: str) -> None:
+    import logging
+    logging.getLogger("linkbert-pretrain").warning(msg)
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module, device_type: str, offload: bool = False):
-    """Returns (optimizer, description). CUDA gets fused kernels when importable; CPU gets PyTorch."""
+    """Returns (optimizer, description). CUDA gets fused kernels when they build; CPU gets PyTorch."""
     o = cfg.optim
     groups = param_groups(model, o.weight_decay)
     cuda = device_type == "cuda"
     fused = o.impl == "fused" or (o.impl == "auto" and cuda)
+    common = dict(lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
     if o.name == "lamb":
-        fl = _fused_lamb() if fused and cuda else None
-        if fl is not None:
-            return fl(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay), f"{fl.__name__} (fused)"
-        return Lamb(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay), "Lamb (PyTorch)"
+        for cls in (_fused_lamb_classes() if fused and cuda else []):
+            # no optimizer-side clipping: DeepSpeed clips the global norm (apex defaults to its own 1.0)
+            extra = {"max_grad_norm": 0.0} if cls.__name__ == "FusedLAMB" else {}
+            opt = _construct([cls], groups, _log_fallback, **common, **extra)
+            if opt is not None:
+                return opt, f"{cls.__name__} (fused)"
+        return Lamb(groups, **common), "Lamb (PyTorch)"
     if offload and cuda and fused:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
-        return (DeepSpeedCPUAdam(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                                 adamw_mode=True), "DeepSpeedCPUAdam (offload)")
+        opt = _construct([DeepSpeedCPUAdam], groups, _log_fallback, adamw_mode=True, **common)
+        if opt is not None:
+            return opt, "DeepSpeedCPUAdam (offload)"
+        # torch AdamW on the offloaded CPU master weights: slower, same result
+        return torch.optim.AdamW(groups, **common), "torch AdamW (offload; DeepSpeedCPUAdam did not build)"
     use_fused = fused and cuda and not offload
-    opt = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                            fused=use_fused or None)
+    opt = torch.optim.AdamW(groups, fused=use_fused or None, **common)
     return opt, "torch AdamW" + (" (fused)" if use_fused else "")
 
 
@@ -131,8 +160,9 @@ def guard_nonfinite(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
 
     class Guarded(base):
         def step(self, closure=None):
-            ok = all(bool(torch.isfinite(p.grad).all()) for g in self.param_groups for p in g["params"]
-                     if p.grad is not None)
+            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            # one host read per step (the skip decision is the host's): norms of all grads in one kernel
+            ok = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True
             self.overflow = not ok
             if ok:
                 return base.step(self, closure)

@@ -1,18 +1,21 @@
-"""The pretraining loop: wires config, data, model, optimizer, DeepSpeed, checkpoints and metrics.
+"""The pretraining loop: wires config, data, model, engine, checkpoints and metrics.
 
-Read top to bottom: set up ranks -> data -> model -> engine -> resume -> steps (forward/backward per
-micro-batch, one optimizer step, one small all-reduce for metrics and the stop flag) -> save/export.
+`train` reads top to bottom: ranks and device -> data -> model -> engine -> resume -> steps -> final
+eval, save and export. Each step runs `train_step` (forward/backward per micro-batch, one optimizer
+step) without reading anything back from the device; the host reads the step statistics (one
+all-reduce, one transfer) only when a metrics line, an eval or a checkpoint needs them, and that is
+also where a preemption signal is agreed on by all ranks.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +24,10 @@ import torch
 from pretrain import checkpoint as ckpt
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
 from pretrain.data import BatchLoader, PretrainData
+from pretrain.engine import build_engine, selection, set_matmul_precision, setup_distributed
 from pretrain.metrics import MetricsWriter
-from pretrain.optim import build_optimizer, build_scheduler, guard_nonfinite
 from pretrain.presets import RELATION_NAMES
+from pretrain.step_stats import EvalStats, StepStats
 
 log = logging.getLogger("linkbert-pretrain")
 
@@ -33,7 +37,8 @@ class TrainingError(RuntimeError):
 
 
 class StopFlag:
-    """SIGTERM / SIGUSR1 (cluster preemption) ask for a save at the next step boundary and exit 0."""
+    """SIGTERM / SIGUSR1 (cluster preemption) ask for a save and exit 0; every rank acts on it at the
+    next logged step (metrics.log_every, 1 by default), where the ranks agree on it."""
 
     def __init__(self):
         self.signum = 0
@@ -44,33 +49,13 @@ class StopFlag:
         self.signum = signum
 
 
-def _device():
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
-def _setup_distributed(device):
-    import deepspeed
-
-    from pretrain import dist_env
-    env = dist_env.discover()
-    if env.world_size == 1 and "MASTER_PORT" not in os.environ:
-        # alone: a free port, not the default 29500 that a neighbour's job may hold (we would join its store)
-        import dataclasses
-        import socket
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            env = dataclasses.replace(env, master_addr="127.0.0.1", master_port=s.getsockname()[1])
-    env.export()   # mpirun/srun-started ranks: torch.distributed reads these
-    # A wrong or unreachable master is one clear line after LINKBERT_RENDEZVOUS_TIMEOUT seconds, not torch's
-    # silent 30-minute store retry. (Collectives keep DeepSpeed's long timeout: ZeRO-3 saves can be slow.)
-    dist_env.wait_for_master(env)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo",
-                               auto_mpi_discovery=False, verbose=False)
-    return env
+@dataclass
+class Progress:
+    """The run's position, saved in every checkpoint's run.json."""
+    step: int = 0
+    skipped_total: int = 0
+    nonfinite_total: int = 0
+    consecutive_skips: int = 0
 
 
 def _tokenizer_dir(cfg: RunConfig, data: PretrainData) -> Path | None:
@@ -86,6 +71,20 @@ def _tokenizer_dir(cfg: RunConfig, data: PretrainData) -> Path | None:
         if c and Path(c).is_dir() and any((Path(c) / n).is_file() for n in ckpt.TOKENIZER_FILES):
             return Path(c)
     return None
+
+
+def load_data(cfg: RunConfig) -> tuple[PretrainData, Path | None]:
+    d = cfg.data
+    data = PretrainData(d.paths, cfg.train.seed, d.weights, d.held_out, d.cache_mb, d.max_predictions, d.mask_prob,
+                        d.mask_token_prob, d.random_token_prob)
+    tok_dir = _tokenizer_dir(cfg, data)
+    if d.whole_word:
+        from pretrain.masking import continuation_table
+        if tok_dir is None:
+            raise ConfigError("data.whole_word needs the tokenizer's vocabulary: set --data.tokenizer=DIR")
+        continuation = continuation_table(tok_dir, data.attrs["vocab_size"])
+        data.spec = type(data.spec)(**{**data.spec.__dict__, "continuation": continuation})
+    return data, tok_dir
 
 
 def build_model(cfg: RunConfig, vocab_size: int, max_seq_len: int):
@@ -109,6 +108,264 @@ def build_model(cfg: RunConfig, vocab_size: int, max_seq_len: int):
     return model
 
 
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: RunConfig) -> int:
+    """Run (or resume) the job. Returns 0 on success or on a preemption save."""
+    logging.basicConfig(level=logging.INFO, format="[linkbert-pretrain] %(message)s")
+    env, device = setup_distributed()
+    import torch.distributed as dist
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if rank != 0:
+        log.setLevel(logging.WARNING)
+    t, out = cfg.train, Path(cfg.train.output)
+    if not t.output:
+        raise ConfigError("no output folder: pass --output DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    ds_config, client_opt = fill_ds_config(cfg, world, device.type)
+    data, tok_dir = load_data(cfg)
+    _seed(t.seed)   # the same initial weights on every rank
+    model = build_model(cfg, data.attrs["vocab_size"], data.attrs["max_seq_len"])
+    last = ckpt.latest_complete(out)
+    reshard = last is not None and ckpt.needs_reshard(last, world, t.zero_stage)
+    if reshard:   # ZeRO state partitioned for another world size: load DeepSpeed's universal format
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
+    tf32 = set_matmul_precision(cfg, device)
+    engine, _, scheduler, opt_desc = build_engine(cfg, model, ds_config, client_opt, device)
+    _seed(t.seed * 7919 + rank + 1)   # dropout streams differ per rank
+    prog, consumed = Progress(), 0
+    if last is not None:
+        meta = ckpt.resume(engine, last, rank, reshard, log)
+        prog = Progress(meta["step"], meta.get("skipped_steps", 0), meta.get("nonfinite_losses", 0))
+        consumed = meta["consumed_samples"]
+        if meta.get("world_size") != world:
+            log.warning("resuming on %d ranks from a checkpoint written by %s: the data order is kept, rank RNG "
+                        "streams %s", world, meta.get("world_size"), "restored" if meta["rng_restored"] else "re-seeded")
+        log.info("resuming from %s: step %d, %d samples consumed (epoch %.3f)", last, prog.step, consumed,
+                 consumed / data.order.epoch_size)
+    else:
+        log.info("starting fresh in %s (no complete checkpoint)", out)
+    sel = selection(cfg, device, "nccl" if device.type == "cuda" else "gloo", opt_desc, tf32, model)
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    log.info("world %d (launcher %s), batch: micro %d x accum %d x world %d = %d pairs/step, %d training pairs/"
+             "epoch (+%d held out), max_seq_len %d, %.1fM parameters", world, env.launcher, t.micro_batch_size,
+             t.grad_accum, world, ds_config["train_batch_size"], data.order.epoch_size, len(data.order.held_out()),
+             data.attrs["max_seq_len"], sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info("selected: %s", json.dumps(sel))
+    loop = Loop(cfg, engine, scheduler, data, rank, world, device, env.local_world_size, tok_dir, sel, prog,
+                start=consumed, resumed=last is not None)
+    try:
+        loop.run()
+    finally:
+        loop.close()
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+def train_step(engine, loader: BatchLoader, stats: StepStats, device: torch.device, grad_accum: int,
+               poison: bool = False, want_grad_norm: bool = False):
+    """One optimizer step: forward/backward over ``grad_accum`` micro-batches, then DeepSpeed's step.
+
+    Nothing here reads the device: statistics are added into ``stats`` on the device. With
+    ``want_grad_norm`` (ZeRO-0, where DeepSpeed reports none, or a loss-scaled one) returns the
+    pre-clipping norm of the averaged, unscaled gradients as a device tensor, else None."""
+    stats.begin_step()
+    grad_norm = None
+    for micro in range(grad_accum):
+        b = next(loader)
+        inputs = b.to(device)
+        outp = engine(**inputs)
+        loss = outp.loss * float("nan") if poison else outp.loss   # fault injection (train.nan_steps)
+        outp.loss = loss
+        engine.backward(loss)
+        if want_grad_norm and micro == grad_accum - 1:
+            # fp16 grads are loss-scaled: divide by the scale this step used (a host float)
+            grad_norm = device_grad_norm(engine.module) / float(_loss_scale(engine) or 1.0)
+        engine.step()
+        stats.add_micro(outp, inputs["relation_labels"], b.n_tokens, inputs["input_ids"].shape[1])
+    return grad_norm
+
+
+class Loop:
+    """The step loop and what it decides at step boundaries: metrics, eval, save, preemption, export."""
+
+    def __init__(self, cfg, engine, scheduler, data, rank, world, device, local_world, tok_dir, sel, prog,
+                 start: int, resumed: bool):
+        t = cfg.train
+        self.cfg, self.engine, self.scheduler, self.data = cfg, engine, scheduler, data
+        self.rank, self.world, self.device, self.tok_dir, self.sel, self.prog = rank, world, device, tok_dir, sel, prog
+        self.out = Path(t.output)
+        self.stop = StopFlag()
+        self.loader = BatchLoader(data, t.micro_batch_size, rank, world, start=start, prefetch=cfg.data.prefetch,
+                                  pin_memory=device.type == "cuda")
+        self.writer = (MetricsWriter(self.out, prog.step, t.max_steps, cfg.metrics.tensorboard, cfg.metrics.progress)
+                       if rank == 0 else None)
+        self.stats = StepStats(device)
+        self.global_batch = t.micro_batch_size * t.grad_accum * world
+        self.model_config = engine.module.config.to_dict()
+        self.flops_fn, peak = _flops_fn(engine.module.config, device, t.precision, cfg.data.mask_prob)
+        # a GPU per rank; on CPU the ranks of a node share its cores, whose peak counts once per node
+        if device.type == "cuda" and t.precision == "fp32" and not sel.get("tf32"):
+            peak = None   # the FLOP table's fp32 figures are TF32 tensor-core peaks
+        self.peak_total = (peak or 0) * (world if device.type == "cuda" else max(1, world // local_world))
+        self.last_saved = prog.step if resumed else -1
+        self.interval = (prog.step, time.perf_counter())
+
+    def run(self) -> None:
+        t, m, c = self.cfg.train, self.cfg.metrics, self.cfg.checkpoint
+        while self.prog.step < t.max_steps:
+            step = self.prog.step + 1
+            log_now = step % m.log_every == 0 or step == t.max_steps
+            eval_now = bool(m.eval_every) and step % m.eval_every == 0 and step != t.max_steps
+            save_now = bool(c.save_every) and step % c.save_every == 0 and step != t.max_steps
+            zero0 = t.zero_stage == 0
+            lr = self._lr()   # the lr this step uses (a host float)
+            grad_norm = train_step(self.engine, self.loader, self.stats, self.device, t.grad_accum,
+                                   poison=step in t.nan_steps, want_grad_norm=log_now and zero0)
+            self.prog.step = step
+            failing = self._count_skip()
+            if not (log_now or eval_now or save_now or failing):
+                continue
+            rec = self.read_stats(grad_norm if zero0 else self.engine.get_global_grad_norm(), lr)
+            ev = self.evaluate() if eval_now else {}
+            if self.rank == 0 and (log_now or ev or failing):
+                self.writer.log({**rec, **ev})
+            if failing:
+                raise TrainingError(f"{self.prog.consecutive_skips} optimizer steps in a row were skipped (non-finite "
+                                    f"loss or fp16 overflow) at step {step}; lower --lr, use --precision bf16, or "
+                                    "raise --train.max_consecutive_skips")
+            if rec["stop"]:
+                log.info("signal received: saving at step %d and exiting", step)
+                self.save(step)
+                return
+            if save_now:
+                self.save(step)
+                if c.hf_every and step % c.hf_every == 0:
+                    self.export(ckpt.ckpt_root(self.out) / ckpt.tag_for(step), self.out / f"hf-step{step}")
+        self.finish()
+
+    def _count_skip(self) -> bool:
+        """Count a skipped step; True when too many in a row were skipped (the run must stop)."""
+        p = self.prog
+        if self.engine.was_step_applied():   # a host bool: DeepSpeed already decided on the host
+            p.consecutive_skips = 0
+            return False
+        p.skipped_total += 1
+        p.consecutive_skips += 1
+        return p.consecutive_skips >= self.cfg.train.max_consecutive_skips
+
+    def read_stats(self, grad_norm, lr: float) -> dict:
+        """All-reduce the step statistics (and the stop flag) on the device, then one read: the metrics record.
+        ``grad_norm`` and the loss scale may be device tensors: they travel in the same read."""
+        s, t, p = self.stats, self.cfg.train, self.prog
+        s.values[s.index["stop"]] = 1.0 if self.stop.signum else 0.0
+        s.all_reduce()
+        maybe = [grad_norm, _loss_scale(self.engine)]
+        on_device = [x for x in maybe if torch.is_tensor(x)]
+        r = s.read(*on_device)
+        host = iter(r[f"extra{i}"] for i in range(len(on_device)))
+        grad_norm, scale = (next(host) if torch.is_tensor(x) else x for x in maybe)
+        steps_done = p.step - self.interval[0]
+        now = time.perf_counter()
+        dt = max(1e-9, now - self.interval[1])
+        self.interval = (p.step, now)
+        s.begin_interval()
+        p.nonfinite_total += int(r["nonfinite_interval"])
+        n_ok = max(1.0, self.world * t.grad_accum - r["nonfinite"])
+        rec = {"step": p.step, "loss": r["loss"] / n_ok if r["nonfinite"] == 0 else float("nan"),
+               "mlm_loss": r["mlm_loss"] / n_ok, "relation_loss": r["relation_loss"] / n_ok,
+               "relation_acc": r["relation_correct"] / max(1.0, r["relation_count"]), "lr": lr,
+               "grad_norm": _finite(grad_norm), "loss_scale": _finite(scale),
+               "tokens_per_s": r["tokens"] / dt, "samples_per_s": self.global_batch * steps_done / dt,
+               "consumed_samples": self.loader.next_position, "skipped": not self.engine.was_step_applied(),
+               "skipped_total": p.skipped_total, "nonfinite_losses": p.nonfinite_total,
+               "step_time_s": dt / max(1, steps_done), "mfu": None, "peak_mem_mb": _peak_mem_mb(self.device),
+               "stop": r["stop"] > 0}
+        if self.flops_fn is not None and self.peak_total and r["micro_batches"]:
+            mean_width = r["widths"] / r["micro_batches"]
+            rec["mfu"] = r["tokens"] * self.flops_fn(int(mean_width)) / dt / self.peak_total
+        return rec
+
+    def _lr(self) -> float:
+        return self.scheduler.get_last_lr()[0] if self.scheduler is not None else self.cfg.optim.lr
+
+    def meta(self, step: int) -> dict:
+        t, p = self.cfg.train, self.prog
+        return {"step": step, "consumed_samples": self.loader.next_position, "world_size": self.world,
+                "zero_stage": t.zero_stage, "precision": t.precision, "skipped_steps": p.skipped_total,
+                "nonfinite_losses": p.nonfinite_total, "model_config": self.model_config,
+                "config": self.cfg.to_dict(), "epoch_size": self.data.order.epoch_size, "selected": self.sel}
+
+    def save(self, step: int) -> Path:
+        import torch.distributed as dist
+        folder = ckpt.save(self.engine, self.out, step, self.meta(step), self.rank, dist.barrier, self.tok_dir,
+                           self.cfg.checkpoint.keep_last)
+        self.last_saved = step
+        return folder
+
+    def export(self, folder: Path, dest: Path) -> None:
+        import torch.distributed as dist
+        if self.rank == 0:
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            ckpt.export_hf(folder, tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+            log.info("Hugging Face export: %s", dest)
+        dist.barrier()
+
+    def evaluate(self) -> dict:
+        return evaluate(self.engine, self.data, self.cfg, self.rank, self.world, self.device)
+
+    def finish(self) -> None:
+        step = self.prog.step
+        ev = self.evaluate()
+        if self.rank == 0:
+            log.info("held-out eval at step %d: mlm_loss %.4f, relation_acc %.4f (%d pairs; recall %s)", step,
+                     ev["eval_mlm_loss"], ev["eval_relation_acc"], ev["eval_pairs"],
+                     ", ".join(f"{n} {ev['eval_recall_' + n]:.2f}" for n in RELATION_NAMES))
+            (self.out / "eval.json").write_text(json.dumps({"step": step, **ev}, indent=2) + "\n")
+        folder = self.save(step) if self.last_saved != step else ckpt.ckpt_root(self.out) / ckpt.tag_for(step)
+        if self.cfg.checkpoint.export_final:
+            self.export(folder, self.out / "hf")
+        log.info("finished %d steps; checkpoint %s; skipped steps %d, non-finite losses %d", step, folder,
+                 self.prog.skipped_total, self.prog.nonfinite_total)
+
+    def close(self) -> None:
+        self.loader.close()
+        self.data.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+@torch.no_grad()
+def evaluate(engine, data: PretrainData, cfg: RunConfig, rank: int, world: int, device) -> dict:
+    """MLM loss, relation accuracy and per-relation recall on the held-out pairs (every rank the same
+    number of batches); accumulated on the device, one all-reduce, one read."""
+    engine.eval()
+    stats = EvalStats(device)
+    for b in data.eval_batches(cfg.train.micro_batch_size, rank, world, cfg.metrics.eval_batches):
+        inputs = b.to(device)
+        stats.add_batch(engine(**inputs), inputs["masked_labels"], inputs["relation_labels"])
+    stats.all_reduce()
+    engine.train()
+    return stats.summary()
+
+
+def device_grad_norm(module) -> torch.Tensor:
+    """Pre-clipping global L2 norm of the (already averaged) gradients, as a device tensor."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)).float(), 2.0)
+
+
 def _flops_fn(config, device, precision: str, mask_prob: float):
     """(FLOPs per token at a sequence length, peak FLOP/s of one device) from pretrain.flops."""
     try:
@@ -120,272 +377,18 @@ def _flops_fn(config, device, precision: str, mask_prob: float):
         return None, None
 
 
-def train(cfg: RunConfig) -> int:
-    """Run (or resume) the job. Returns 0 on success or on a preemption save."""
-    logging.basicConfig(level=logging.INFO, format="[linkbert-pretrain] %(message)s")
-    device = _device()
-    env = _setup_distributed(device)
-    import deepspeed
-    import torch.distributed as dist
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if rank != 0:
-        log.setLevel(logging.WARNING)
-    stop = StopFlag()
-    t, out = cfg.train, Path(cfg.train.output)
-    if not t.output:
-        raise ConfigError("no output folder: pass --output DIR")
-    out.mkdir(parents=True, exist_ok=True)
-    ds_config, client_opt = fill_ds_config(cfg, world, device.type)
-    global_batch = ds_config["train_batch_size"]
-
-    continuation = None
-    data = PretrainData(cfg.data.paths, t.seed, cfg.data.weights, cfg.data.held_out, cfg.data.cache_mb,
-                        cfg.data.max_predictions, cfg.data.mask_prob, cfg.data.mask_token_prob,
-                        cfg.data.random_token_prob)
-    tok_dir = _tokenizer_dir(cfg, data)
-    if cfg.data.whole_word:
-        from pretrain.masking import continuation_table
-        if tok_dir is None:
-            raise ConfigError("data.whole_word needs the tokenizer's vocabulary: set --data.tokenizer=DIR")
-        continuation = continuation_table(tok_dir, data.attrs["vocab_size"])
-        data.spec = type(data.spec)(**{**data.spec.__dict__, "continuation": continuation})
-
-    # Same initial weights on every rank; dropout streams differ per rank.
-    random.seed(t.seed)
-    np.random.seed(t.seed)
-    torch.manual_seed(t.seed)
-    model = build_model(cfg, data.attrs["vocab_size"], data.attrs["max_seq_len"])
-    last = ckpt.latest_complete(out)
-    reshard = last is not None and ckpt.needs_reshard(last, world, t.zero_stage)
-    if reshard:   # ZeRO state partitioned for another world size: load DeepSpeed's universal format
-        ds_config.setdefault("checkpoint", {})["load_universal"] = True
-    offload = bool(ds_config.get("zero_optimization", {}).get("offload_optimizer"))
-    optimizer, opt_desc, scheduler = None, "DeepSpeed " + ds_config.get("optimizer", {}).get("type", ""), None
-    if client_opt:
-        optimizer, opt_desc = build_optimizer(cfg, model, device.type, offload)
-        if t.zero_stage == 0 and t.precision == "fp32":
-            guard_nonfinite(optimizer)
-        scheduler = build_scheduler(cfg, optimizer)
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
-        model_parameters=None if client_opt else model.parameters())
-    if not client_opt:
-        scheduler = build_scheduler(cfg, optimizer)
-        engine.lr_scheduler = scheduler
-    torch.manual_seed(t.seed * 7919 + rank + 1)
-    random.seed(t.seed * 7919 + rank + 1)
-
-    step, consumed, skipped_total, nonfinite_total = 0, 0, 0, 0
-    if last is not None:
-        universal = ckpt.universal_dir(last) if reshard else None
-        if reshard:
-            err = [None]
-            if rank == 0:
-                log.info("re-partitioning %s for ZeRO-%d on %d ranks (DeepSpeed universal checkpoint)", last,
-                         t.zero_stage, world)
-                try:
-                    ckpt.to_universal(last)
-                except ckpt.CheckpointError as e:
-                    err = [str(e)]
-            dist.broadcast_object_list(err, src=0)   # every rank fails with rank 0's message, none hangs
-            if err[0]:
-                raise ckpt.CheckpointError(err[0])
-        meta = ckpt.load(engine, last, rank, universal)
-        if reshard:
-            dist.barrier()
-            if rank == 0:
-                shutil.rmtree(universal.parent, ignore_errors=True)
-        step, consumed = meta["step"], meta["consumed_samples"]
-        skipped_total, nonfinite_total = meta.get("skipped_steps", 0), meta.get("nonfinite_losses", 0)
-        if meta.get("world_size") != world:
-            log.warning("resuming on %d ranks from a checkpoint written by %s: the data order is kept, "
-                        "rank RNG streams %s", world, meta.get("world_size"),
-                        "restored" if meta["rng_restored"] else "re-seeded")
-        log.info("resuming from %s: step %d, %d samples consumed (epoch %.3f)", last, step, consumed,
-                 consumed / data.order.epoch_size)
-    else:
-        log.info("starting fresh in %s (no complete checkpoint)", out)
-    if rank == 0:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    log.info("world %d (launcher %s, %s), batch: micro %d x accum %d x world %d = %d pairs/step, "
-             "ZeRO %d, %s, optimizer %s, %d training pairs/epoch (+%d held out), max_seq_len %d, "
-             "%.1fM parameters", world, env.launcher, device.type, t.micro_batch_size, t.grad_accum, world,
-             global_batch, t.zero_stage, t.precision, opt_desc, data.order.epoch_size,
-             len(data.order.held_out()), data.attrs["max_seq_len"],
-             sum(p.numel() for p in model.parameters()) / 1e6)
-
-    loader = BatchLoader(data, t.micro_batch_size, rank, world, start=consumed, prefetch=cfg.data.prefetch)
-    writer = MetricsWriter(out, step, t.max_steps, cfg.metrics.tensorboard, cfg.metrics.progress) if rank == 0 else None
-    flops_fn, peak = _flops_fn(model.config, device, t.precision, cfg.data.mask_prob)
-    # a GPU per rank; on CPU the ranks of a node share its cores, whose peak counts once per node
-    peak_total = (peak or 0) * (world if device.type == "cuda" else max(1, world // env.local_world_size))
-    model_config = model.config.to_dict()
-
-    def meta_for(s):
-        return {"step": s, "consumed_samples": loader.next_position, "world_size": world,
-                "zero_stage": t.zero_stage, "precision": t.precision, "skipped_steps": skipped_total,
-                "nonfinite_losses": nonfinite_total, "model_config": model_config, "config": cfg.to_dict(),
-                "epoch_size": data.order.epoch_size}
-
-    def save(s):
-        return ckpt.save(engine, out, s, meta_for(s), rank, dist.barrier, tok_dir, cfg.checkpoint.keep_last)
-
-    def export(folder, dest):
-        if rank == 0:
-            tmp = dest.with_name(dest.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            ckpt.export_hf(folder, tmp)
-            shutil.rmtree(dest, ignore_errors=True)
-            tmp.rename(dest)
-            log.info("Hugging Face export: %s", dest)
-        dist.barrier()
-
-    consecutive_skips, last_saved, exit_reason = 0, step if last is not None else -1, "done"
-    try:
-        while step < t.max_steps:
-            t0 = time.perf_counter()
-            engine.train()
-            # loss, mlm, rel, rel_correct, rel_count, tokens, nonfinite micro-batches, stop flag
-            sums = torch.zeros(8, dtype=torch.float64)
-            lr = scheduler.get_last_lr()[0] if scheduler is not None else cfg.optim.lr
-            seq_len_sum = 0
-            grad_norm = None
-            for micro in range(t.grad_accum):
-                b = next(loader)
-                outp = engine(**b.to(device))
-                loss = outp.loss
-                if step + 1 in t.nan_steps:
-                    loss = loss * float("nan")
-                engine.backward(loss)
-                if t.zero_stage == 0 and micro == t.grad_accum - 1:
-                    grad_norm = _grad_norm(engine.module)   # DeepSpeed reports none without ZeRO
-                engine.step()
-                lv = loss.detach().float()
-                finite = bool(torch.isfinite(lv))
-                sums[6] += 0 if finite else 1
-                if finite:
-                    sums[0] += lv.item()
-                    sums[1] += outp.mlm_loss.detach().float().item()
-                    sums[2] += outp.relation_loss.detach().float().item()
-                rel = b.tensors["relation_labels"]
-                sums[3] += (outp.relation_logits.detach().argmax(-1).cpu() == rel).sum().item()
-                sums[4] += len(rel)
-                sums[5] += b.n_tokens
-                seq_len_sum += b.tensors["input_ids"].shape[1]
-            sums[7] = 1.0 if stop.signum else 0.0
-            dist.all_reduce(sums)
-            step += 1
-            applied = engine.was_step_applied()
-            nonfinite = int(sums[6].item())
-            nonfinite_total += nonfinite
-            if not applied:
-                skipped_total += 1
-                consecutive_skips += 1
-            else:
-                consecutive_skips = 0
-            dt = time.perf_counter() - t0
-            ev = {}
-            if cfg.metrics.eval_every and step % cfg.metrics.eval_every == 0 and step != t.max_steps:
-                ev = evaluate(engine, data, cfg, rank, world, device)
-            if rank == 0 and (step % cfg.metrics.log_every == 0 or step == t.max_steps or ev):
-                n_ok = max(1.0, world * t.grad_accum - nonfinite)
-                tokens = sums[5].item()
-                rec = {"step": step, "loss": sums[0].item() / n_ok if nonfinite == 0 else float("nan"),
-                       "mlm_loss": sums[1].item() / n_ok, "relation_loss": sums[2].item() / n_ok,
-                       "relation_acc": sums[3].item() / max(1.0, sums[4].item()), "lr": lr,
-                       "grad_norm": _float(grad_norm if t.zero_stage == 0 else engine.get_global_grad_norm()), "loss_scale": _loss_scale(engine),
-                       "tokens_per_s": tokens / dt, "samples_per_s": global_batch / dt,
-                       "consumed_samples": loader.next_position, "skipped": not applied,
-                       "skipped_total": skipped_total, "nonfinite_losses": nonfinite_total,
-                       "step_time_s": dt, "mfu": None, "peak_mem_mb": _peak_mem_mb(device)}
-                if flops_fn is not None and peak:
-                    mean_len = seq_len_sum / t.grad_accum
-                    rec["mfu"] = tokens * flops_fn(int(mean_len)) / dt / peak_total
-                rec.update(ev)
-                writer.log(rec)
-            if consecutive_skips >= t.max_consecutive_skips:
-                raise TrainingError(f"{consecutive_skips} optimizer steps in a row were skipped (non-finite loss "
-                                    f"or fp16 overflow) at step {step}; lower --lr, use --precision bf16, or "
-                                    f"raise --train.max_consecutive_skips")
-            if sums[7].item() > 0:
-                log.info("signal received: saving at step %d and exiting", step)
-                save(step)
-                exit_reason = "preempted"
-                break
-            if cfg.checkpoint.save_every and step % cfg.checkpoint.save_every == 0 and step != t.max_steps:
-                save(step)
-                last_saved = step
-                if cfg.checkpoint.hf_every and step % cfg.checkpoint.hf_every == 0:
-                    export(ckpt.ckpt_root(out) / ckpt.tag_for(step), out / f"hf-step{step}")
-        if exit_reason == "done":
-            ev = evaluate(engine, data, cfg, rank, world, device)
-            if rank == 0:
-                log.info("held-out eval at step %d: mlm_loss %.4f, relation_acc %.4f (%d pairs; recall %s)",
-                         step, ev["eval_mlm_loss"], ev["eval_relation_acc"], ev["eval_pairs"],
-                         ", ".join(f"{n} {ev['eval_recall_' + n]:.2f}" for n in RELATION_NAMES))
-                (out / "eval.json").write_text(json.dumps({"step": step, **ev}, indent=2) + "\n")
-            folder = save(step) if last_saved != step else ckpt.ckpt_root(out) / ckpt.tag_for(step)
-            if cfg.checkpoint.export_final:
-                export(folder, out / "hf")
-            log.info("finished %d steps; checkpoint %s; skipped steps %d, non-finite losses %d", step, folder,
-                     skipped_total, nonfinite_total)
-    finally:
-        loader.close()
-        data.close()
-        if writer is not None:
-            writer.close()
-    dist.barrier()
-    dist.destroy_process_group()
-    return 0
-
-
-@torch.no_grad()
-def evaluate(engine, data: PretrainData, cfg: RunConfig, rank: int, world: int, device) -> dict:
-    """MLM loss, relation accuracy and per-relation recall on the held-out pairs (every rank the same
-    number of batches)."""
-    import torch.distributed as dist
-    engine.eval()
-    k = len(RELATION_NAMES)
-    # mlm_loss * masked, masked, relation correct, pairs, then correct and pairs per relation
-    sums = torch.zeros(4 + 2 * k, dtype=torch.float64)
-    for b in data.eval_batches(cfg.train.micro_batch_size, rank, world, cfg.metrics.eval_batches):
-        outp = engine(**b.to(device))
-        n = (b.tensors["masked_labels"] != -100).sum().item()
-        labels = b.tensors["relation_labels"]
-        hit = outp.relation_logits.argmax(-1).cpu() == labels
-        sums[0] += outp.mlm_loss.float().item() * n
-        sums[1] += n
-        sums[2] += hit.sum().item()
-        sums[3] += len(labels)
-        sums[4:4 + k] += torch.bincount(labels[hit], minlength=k).double()
-        sums[4 + k:] += torch.bincount(labels, minlength=k).double()
-    dist.all_reduce(sums)
-    engine.train()
-    out = {"eval_mlm_loss": sums[0].item() / max(1.0, sums[1].item()),
-           "eval_relation_acc": sums[2].item() / max(1.0, sums[3].item()), "eval_pairs": int(sums[3].item())}
-    for i, name in enumerate(RELATION_NAMES):   # recall of each relation: which ones the head tells apart
-        out[f"eval_recall_{name}"] = sums[4 + i].item() / max(1.0, sums[4 + k + i].item())
-    return out
-
-
-def _grad_norm(module) -> float:
-    """Pre-clipping global L2 norm of the (already averaged) gradients, as DeepSpeed's ZeRO reports it."""
-    sq = sum(float(p.grad.float().pow(2).sum()) for p in module.parameters() if p.grad is not None)
-    return math.sqrt(sq)
-
-
 def _peak_mem_mb(device) -> float:
-    """Peak accelerator memory on CUDA; the process's peak RSS on CPU (rank 0's)."""
+    """Peak accelerator memory on CUDA (allocator statistics: no device sync); the process's peak RSS on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _float(x):
+def _finite(x):
     if x is None:
         return None
-    x = float(x.item() if torch.is_tensor(x) else x)
+    x = float(x)
     return x if math.isfinite(x) else None
 
 
@@ -396,5 +399,5 @@ def _loss_scale(engine):
     for name in ("cur_scale", "loss_scale"):
         v = getattr(opt, name, None)
         if v is not None:
-            return _float(v)
+            return v
     return None

@@ -9,13 +9,17 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 for k, v in {
     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu",
+    "TOKENIZERS_PARALLELISM": "false",
     "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions"),
     "TRITON_CACHE_DIR": str(ROOT / ".cache" / "triton"),
     "MPLCONFIGDIR": str(ROOT / ".cache" / "matplotlib"),
     "HF_HOME": str(ROOT / ".cache" / "huggingface"),
 }.items():
     os.environ.setdefault(k, v)
+# DeepSpeed's CPU accelerator only where there is no GPU: on a GPU node (make gpu-check) the suite must
+# see CUDA. (DeepSpeed picks cpu by itself here; the variable only silences its warning.)
+if not os.path.exists("/proc/driver/nvidia/gpus") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,20 @@ def test_default_gpus_is_procs_where_gpus_exist(tmp_path, monkeypatch):
     assert plan.env["CUDA_VISIBLE_DEVICES"] == ""
 
 
+def test_inherited_visible_devices_are_kept(tmp_path, monkeypatch):
+    # a shared node where the allocation gave us GPUs 4-7: ranks must stay on those, not 0,1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    plan = make_plan(req(tmp_path, "--scheduler", "local", "--procs-per-node", "2"))
+    assert plan.env["CUDA_VISIBLE_DEVICES"] == "4,5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa, GPU-bbbb,GPU-cccc")
+    plan = make_plan(req(tmp_path, "--scheduler", "local", "--procs-per-node", "1"))
+    assert plan.env["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa"
+    # all of them wanted: the inherited value is left alone (not rewritten)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    plan = make_plan(req(tmp_path, "--scheduler", "local", "--procs-per-node", "2"))
+    assert "CUDA_VISIBLE_DEVICES" not in plan.env
+
+
 def test_torchrun_node_commands(tmp_path):
     r = req(tmp_path, "--scheduler", "torchrun", "--nodes", "3", "--procs-per-node", "2", "--master-addr",
             "10.9.9.9", "--master-port", "29123", "--node-rank", "2")

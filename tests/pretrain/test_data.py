@@ -3,6 +3,7 @@ from collections import Counter
 
 import h5py
 import numpy as np
+import torch
 import pytest
 from engine_helpers import synthetic_dataset
 
@@ -68,8 +69,15 @@ def test_reads_and_tensors_match_the_shards(tmp_path):
         assert (got[name] == raw[name][gids]).all(), name
     b = data.make_batch(gids, np.random.default_rng(0), 0)
     t = b.tensors
-    width = raw["seq_lens"][gids].max()
+    longest = raw["seq_lens"][gids].max()
+    width = min(16, -(-longest // 8) * 8)   # the longest pair, rounded up to a multiple of 8
     assert t["input_ids"].shape == (6, width)
+    # unpadding metadata from the loader: what the model would otherwise ask the device for
+    lens = raw["seq_lens"][gids]
+    assert t["cu_seqlens"].dtype == torch.int32 and t["cu_seqlens"].tolist() == [0, *np.cumsum(lens).tolist()]
+    assert (t["unpad_indices"] == t["attention_mask"].reshape(-1).nonzero().squeeze(1)).all()
+    assert b.max_seqlen == longest
+    assert b.to("cpu")["max_seqlen"] == longest
     for i, g in enumerate(gids):
         n, a = raw["seq_lens"][g], raw["a_lens"][g]
         assert t["attention_mask"][i].sum() == n

@@ -78,7 +78,7 @@ def test_ds_config_autos_filled(tmp_path):
     assert ds["zero_force_ds_cpu_optimizer"] is False
     custom = tmp_path / "ds.json"
     custom.write_text(json.dumps({"train_micro_batch_size_per_gpu": 16, "zero_optimization": {"stage": 1},
-                                  "optimizer": {"type": "Lamb", "params": {"lr": "auto"}}}))
+                                  "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}))
     cfg = build(flags={"train": {"deepspeed_config": str(custom), "micro_batch_size": 8}})
     with pytest.raises(ConfigError, match="contradicts"):
         fill_ds_config(cfg, world=1)
@@ -99,3 +99,23 @@ def test_print_config(capsys):
     assert main(["--preset", "linkbert-tiny", "--data", "d", "--output", "o", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["optim"]["lr"] == 5e-3 and cfg["schedule"]["warmup_steps"] == 5000
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_lamb_under_zero_is_refused(stage):
+    # ZeRO >= 1 hands the optimizer flat partitions: LAMB's per-tensor trust ratios would be computed
+    # over slices that cut across tensors
+    cfg = build(flags={"optim": {"name": "lamb"}, "train": {"zero_stage": stage}})
+    with pytest.raises(ConfigError, match=f"LAMB with ZeRO-{stage}:.*--zero-stage 0"):
+        fill_ds_config(cfg, world=2)
+    cfg = build(flags={"optim": {"name": "lamb"}, "train": {"zero_stage": 0}})
+    fill_ds_config(cfg, world=2)   # per-tensor LAMB at ZeRO-0 is fine
+
+
+def test_bf16_zero12_accumulates_gradients_in_fp32():
+    for stage, want in ((0, None), (1, "fp32"), (2, "fp32"), (3, None)):
+        cfg = build(flags={"train": {"zero_stage": stage, "precision": "bf16"}})
+        ds, _ = fill_ds_config(cfg, world=2)
+        assert ds.get("data_types", {}).get("grad_accum_dtype") == want, stage
+    ds, _ = fill_ds_config(build(flags={"train": {"zero_stage": 2}}), world=2)
+    assert "data_types" not in ds   # fp32 runs accumulate in fp32 anyway

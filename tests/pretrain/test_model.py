@@ -98,6 +98,13 @@ def test_unpadded_path_matches_padded():
     torch.testing.assert_close(b.last_hidden_state[real], a.last_hidden_state[real], atol=1e-5, rtol=0)
     assert b.last_hidden_state[~real].abs().max() == 0
     torch.testing.assert_close(b.relation_logits, a.relation_logits, atol=1e-5, rtol=0)
+    # the same with the loader's unpadding metadata (what training passes: no host sync in the model)
+    lens = mask.sum(1)
+    meta = {"cu_seqlens": F.pad(lens.cumsum(0), (1, 0)).to(torch.int32), "max_seqlen": int(lens.max()),
+            "unpad_indices": mask.reshape(-1).nonzero().squeeze(1)}
+    with torch.no_grad():
+        c = ours(ids, mask, tt, return_mlm_logits=True, **meta)
+    assert torch.equal(c.last_hidden_state, b.last_hidden_state)
 
 
 def _dense_reference_loss(hf, ids, mask, tt, pos, labels, rel):

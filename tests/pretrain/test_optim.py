@@ -101,3 +101,46 @@ def test_guard_skips_nonfinite_steps():
     opt.step()
     assert not opt.overflow and (p.detach() == torch.tensor([0.0, 0.0, 1.0])).all()
     assert isinstance(opt, torch.optim.SGD)
+
+
+def test_fused_optimizers_that_fail_to_build_fall_back(monkeypatch):
+    """DeepSpeed's fused ops compile in their constructor: a node without nvcc/ninja fails there."""
+    import sys
+    import types
+
+    from pretrain import optim
+
+    class Unbuildable(torch.optim.Optimizer):
+        def __init__(self, params, **kw):
+            raise RuntimeError("Ninja is required to load C++ extensions")
+
+    class Working(torch.optim.SGD):
+        def __init__(self, params, lr, betas, eps, weight_decay, max_grad_norm):
+            self.max_grad_norm = max_grad_norm
+            super().__init__(params, lr=lr)
+
+    Unbuildable.__name__, Working.__name__ = "FusedLamb", "FusedLAMB"
+    model = torch.nn.Linear(4, 4)
+    cfg = build(flags={"optim": {"name": "lamb"}, "train": {"zero_stage": 0}})
+    monkeypatch.setattr(optim, "_fused_lamb_classes", lambda: [Unbuildable])
+    opt, desc = build_optimizer(cfg, model, "cuda")
+    assert isinstance(opt, Lamb) and desc == "Lamb (PyTorch)"
+    monkeypatch.setattr(optim, "_fused_lamb_classes", lambda: [Unbuildable, Working])
+    opt, desc = build_optimizer(cfg, model, "cuda")
+    # apex's own clip (max_grad_norm 1.0 by default) is off: DeepSpeed clips the global norm once
+    assert isinstance(opt, Working) and desc == "FusedLAMB (fused)" and opt.max_grad_norm == 0.0
+    # offload: DeepSpeedCPUAdam builds a C++ op in its constructor
+    import deepspeed.ops.adam as ds_adam
+    monkeypatch.setattr(ds_adam, "DeepSpeedCPUAdam", Unbuildable)
+    opt, desc = build_optimizer(build(), model, "cuda", offload=True)
+    assert type(opt) is torch.optim.AdamW and "did not build" in desc
+    # apex without its CUDA extension (a Python-only install) is not offered at all
+    monkeypatch.undo()
+    fake_apex = types.ModuleType("apex")
+    fake_apex.optimizers = types.SimpleNamespace(FusedLAMB=Working)
+    monkeypatch.setitem(sys.modules, "apex", fake_apex)
+    monkeypatch.setitem(sys.modules, "apex.optimizers", fake_apex.optimizers)
+    monkeypatch.setitem(sys.modules, "amp_C", None)   # import amp_C -> ImportError
+    assert Working not in optim._fused_lamb_classes()
+    monkeypatch.setitem(sys.modules, "amp_C", types.ModuleType("amp_C"))
+    assert Working in optim._fused_lamb_classes()
