@@ -3,8 +3,8 @@ from collections import Counter
 
 import h5py
 import numpy as np
-import torch
 import pytest
+import torch
 from engine_helpers import synthetic_dataset
 
 from data_prep.shards import ShardError
