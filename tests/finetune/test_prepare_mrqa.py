@@ -126,7 +126,8 @@ def test_answer_text_off_its_span_is_kept_and_counted(tmp_path, capsys):
 def test_prepare_then_finetune_squad(tmp_path, capsys, minilm_dir):
     assert prepare(capsys, "mrqa", SRC, tmp_path / "data")[0] == 0
     data = tmp_path / "data" / "squad_hf"
-    res = finetune_preset("squad", minilm_dir, tmp_path / "run", **split_files(data), doc_stride=16)
+    res = finetune_preset("squad", minilm_dir, tmp_path / "run", **split_files(data), max_seq_length=64,
+                          doc_stride=16)
     for split, name in (("validation", "dev"), ("test", "test")):
         gold = {r["id"]: r["answers"]["text"] for r in _jsonl(data / f"{name}.json")}
         assert set(res[split]) == set(gold)
