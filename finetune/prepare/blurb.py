@@ -10,7 +10,7 @@ task's own release; the folder holding it, or data_generation, works too). Per t
 | hoc | HoC | {split}.tsv with a header: "0_0,1_1,..." labels, sentence, <abstract>_<n> id | one row per abstract: sentences joined, 10 labels OR-ed |
 | pubmedqa | pubmedqa | pqal_fold0/{train,dev}_set.json, test_set.json | `{id, sentence1: QUESTION, sentence2: CONTEXTS joined, label}` |
 | bioasq | BioASQ | {split}.tsv, no header: id, question, context, yes/no | `{id, sentence1, sentence2, label}` (folder bioasq_hf) |
-| 5 NER, ebmpico | BC5CDR-chem, BC5CDR-disease, NCBI-disease, BC2GM, JNLPBA, ebmnlp | {split}.tsv token<TAB>tag (dev.tsv or devel.tsv) | `{id, tokens, ner_tags}` (blurb_ner.py) |
+| 5 NER, ebmpico | BC5CDR-chem, BC5CDR-disease, NCBI-disease, BC2GM, JNLPBA (or their MTL-Bioinformatics-2016 `-IOB` folders), ebmnlp | {split}.tsv token<TAB>tag (dev.tsv or MTL's devel.tsv) | `{id, tokens, ner_tags}` (blurb_ner.py) |
 
 Not read: the tasks' original distributions before BLURB's conversion (BC5CDR PubTator, ChemProt's
 abstracts/entities/relations TSVs, DDI XML, PubMedQA's ori_pqal.json, HoC's per-abstract text files);
@@ -60,9 +60,10 @@ def find_base(raw_dir: Path) -> Path:
 
 
 def _task_dir(base: Path, task: str) -> Path | None:
+    """The task's folder, BLURB's name or MTL-Bioinformatics-2016's `<name>-IOB` (any case)."""
     want = TASKS[task][0].lower()
-    for p in base.iterdir():
-        if p.is_dir() and p.name.lower() == want:
+    for p in sorted(base.iterdir()):
+        if p.is_dir() and p.name.lower() in (want, want + "-iob"):
             return p
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,14 +74,18 @@ class Report:
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)           # tasks that could not be prepared
 
-    def write_jsonl(self, rows: list[dict], path: Path) -> None:
-        if not rows:
-            raise PrepareError(f"{path}: nothing to write (the release file gave no rows)")
+    def write_jsonl(self, rows: Iterable[dict], path: Path) -> None:
+        """Write rows (a list or a stream) as JSON Lines; a file that would be empty is an error."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
         with open(path, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        self.files[str(path)] = len(rows)
+                n += 1
+        if not n:
+            path.unlink()
+            raise PrepareError(f"{path}: nothing to write (the release file gave no rows)")
+        self.files[str(path)] = n
 
     def skip(self, reason: str, n: int = 1) -> None:
         if n:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from finetune.prepare.common import PrepareError, Report, load_json, parse_json_line, read_lines
+from finetune.prepare.common import PrepareError, Report, load_json, open_text, parse_json_line
 
 # data.zip name -> release file names (the release's own first, the authors' renamed copy second)
 DATASETS: dict[str, list[str]] = {
@@ -37,34 +38,55 @@ def release_file(folder: Path, dname: str) -> Path | None:
     return None
 
 
-def read_paragraphs(path: Path) -> list[tuple[int, str, dict]]:
-    """(line number, raw line, parsed paragraph) for every paragraph line after the header."""
-    out = []
-    for n, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
-        obj = parse_json_line(path, n, line, "MRQA paragraph")
-        if "header" in obj and not out:
-            continue
-        for key, typ in (("context", str), ("qas", list)):
-            if not isinstance(obj.get(key), typ):
-                raise PrepareError(f"{path}:{n}: field {key!r} missing or not a {typ.__name__} "
-                                   "(expected an MRQA paragraph {context, qas: [...]})")
-        out.append((n, line, obj))
-    if not out:
+def iter_paragraphs(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, sha256 of the line, paragraph) for every paragraph line after the header, streamed
+    (SearchQA's train file is GBs); the token lists, which nothing here uses, are dropped."""
+    count, first = 0, True
+    try:
+        with open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                obj = parse_json_line(path, n, line, "MRQA paragraph")
+                if first and "header" in obj:   # the release's first line names dataset and split
+                    first = False
+                    continue
+                first = False
+                for key, typ in (("context", str), ("qas", list)):
+                    if not isinstance(obj.get(key), typ):
+                        raise PrepareError(f"{path}:{n}: field {key!r} missing or not a {typ.__name__} "
+                                           "(expected an MRQA paragraph {context, qas: [...]})")
+                obj.pop("context_tokens", None)
+                for qa in obj["qas"]:
+                    if isinstance(qa, dict):
+                        qa.pop("question_tokens", None)
+                count += 1
+                yield n, line_digest(line), obj
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise PrepareError(f"{path}: cannot read as UTF-8 text ({e})") from None
+    if not count:
         raise PrepareError(f"{path}: no paragraph lines after the header")
-    return out
+
+
+def line_digest(line: str) -> str:
+    return hashlib.sha256(line.encode()).hexdigest()
+
+
+def halve_keys(digests: list[str], seed: int = 0) -> tuple[list[int], list[int]]:
+    """The in-house split without the authors' id lists: paragraphs ordered by a keyed hash of their
+    line's digest, the first n // 2 are dev and the rest test (the authors' halves: dev = test or
+    test + 1). Depends only on the file's content and the seed; each half keeps file order."""
+    def key(i):
+        return hashlib.sha256(f"{seed}\n{digests[i]}".encode()).hexdigest(), i
+    order = sorted(range(len(digests)), key=key)
+    half = len(digests) // 2
+    return sorted(order[:half]), sorted(order[half:])
 
 
 def halve(lines: list[str], seed: int = 0) -> tuple[list[int], list[int]]:
-    """The in-house split without the authors' id lists: paragraphs ordered by a keyed hash of their
-    line, the first n // 2 are dev and the rest test (the authors' halves: dev = test or test + 1).
-    Depends only on the file's content and the seed; each half keeps file order."""
-    def key(i):
-        return hashlib.sha256(f"{seed}\n{lines[i]}".encode()).hexdigest(), i
-    order = sorted(range(len(lines)), key=key)
-    half = len(lines) // 2
-    return sorted(order[:half]), sorted(order[half:])
+    """halve_keys for the paragraph lines themselves."""
+    return halve_keys([line_digest(line) for line in lines], seed)
 
 
 def load_split_ids(path: Path, n_paragraphs: int, source: Path) -> tuple[list[int], list[int]]:
@@ -91,8 +113,7 @@ def load_split_ids(path: Path, n_paragraphs: int, source: Path) -> tuple[list[in
     return list(data["dev"]), list(data["test"])
 
 
-def to_rows(path: Path, paragraphs: list[tuple[int, str, dict]], name: str, report: Report) -> list[dict]:
-    rows = []
+def to_rows(path: Path, paragraphs: Iterable[tuple[int, str, dict]], name: str, report: Report) -> Iterator[dict]:
     for n, _, para in paragraphs:
         context = para["context"]
         for qa in para["qas"]:
@@ -120,9 +141,8 @@ def to_rows(path: Path, paragraphs: list[tuple[int, str, dict]], name: str, repo
             if not texts:
                 report.skip(f"{name}: questions without a detected answer")
                 continue
-            rows.append({"id": qid, "question": qa["question"].strip(), "context": context,
-                         "answers": {"answer_start": starts, "text": texts}})
-    return rows
+            yield {"id": qid, "question": qa["question"].strip(), "context": context,
+                   "answers": {"answer_start": starts, "text": texts}}
 
 
 def prepare(raw_dir: Path, out_dir: Path, datasets: list[str] | None = None,
@@ -148,11 +168,11 @@ def prepare(raw_dir: Path, out_dir: Path, datasets: list[str] | None = None,
             if files[split] is None:
                 raise PrepareError(f"{folder}: no {' or '.join(s + '.jsonl[.gz]' for s in DATASETS[dname])} "
                                    f"for {dname}")
-        train = read_paragraphs(files["train"])
+        train = iter_paragraphs(files["train"])
         report.write_jsonl(to_rows(files["train"], train, dname, report), out_dir / f"{dname}_hf" / "train.json")
-        dev = read_paragraphs(files["dev"])
+        dev = list(iter_paragraphs(files["dev"]))
         if split_ids is None:
-            dev_ids, test_ids = halve([line for _, line, _ in dev], seed)
+            dev_ids, test_ids = halve_keys([digest for _, digest, _ in dev], seed)
             how = f"official dev halved by keyed hash (seed {seed})"
         else:
             ids_file = split_ids / f"inhouse_split_{dname}.json" if split_ids.is_dir() else split_ids

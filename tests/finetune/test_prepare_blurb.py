@@ -70,7 +70,7 @@ def test_ner_sentences_devel_file_and_pico_tags(prepared):
     chem = _jsonl(out / "BC5CDR-chem_hf" / "train.json")
     assert [r["id"] for r in chem] == ["0", "1", "2", "3", "4"]   # -DOCSTART- line skipped
     assert chem[1]["tokens"][:2] == ["Lithium", "carbonate"] and chem[1]["ner_tags"][:2] == ["B-Chemical", "I-Chemical"]
-    ncbi_dev = _jsonl(out / "NCBI-disease_hf" / "dev.json")   # read from MTL-style devel.tsv
+    ncbi_dev = _jsonl(out / "NCBI-disease_hf" / "dev.json")   # MTL-Bioinformatics-2016 NCBI-disease-IOB/devel.tsv
     assert ncbi_dev[0]["ner_tags"][:2] == ["B-Disease", "I-Disease"]
     pico = _jsonl(out / "ebmnlp_hf" / "train.json")
     assert pico[0]["ner_tags"][:3] == ["B-PAR", "B-PAR", "B-PAR"]    # I-x -> B-x as the authors
