@@ -23,7 +23,7 @@ def finetune_preset(preset: str, model, out: Path, train=None, validation=None, 
                     save_model: bool = False, **flags) -> dict:
     """A few steps of `linkbert-finetune --preset PRESET` on prepared files, at test speed."""
     torch.set_num_threads(2)
-    opts = {"max_steps": 1, "max_seq_length": 32, "per_device_train_batch_size": 4,
+    opts = {"max_steps": 2, "max_seq_length": 32, "per_device_train_batch_size": 4,
             "per_device_eval_batch_size": 8, "logging_steps": 1, "warmup_steps": 0, **flags}
     argv = ["--preset", preset, "--model", str(model), "--output", str(out), "--disable_tqdm"]
     if not save_model:

@@ -1,6 +1,6 @@
 """`linkbert-finetune prepare blurb`: BLURB's data_generation task folders -> <Task>_hf/{train,dev,test}.json
 as the authors' preprocess_blurb.py wrote them; tasks it cannot read are one error line each; then one
-task of each kind BLURB uses fine-tuned a step and scored with its BLURB metric."""
+task of each kind BLURB uses fine-tuned two steps and scored with its BLURB metric."""
 import json
 import shutil
 
