@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 from pathlib import Path
 
 from finetune.blurb import METRIC, canonical_task
@@ -93,7 +94,7 @@ def _is_header(parts: list[str]) -> bool:
         "label", "labels", "index", "score")
 
 
-def read_re(path: Path, task: str) -> list[dict]:
+def read_re(path: Path) -> list[dict]:
     rows = []
     for n, line in enumerate(read_lines(path), 1):
         if not line.strip():
@@ -192,6 +193,10 @@ def _pubmedqa_file(folder: Path, split: str) -> Path:
     return p
 
 
+_READERS = {"ner": read_conll, "pico": partial(read_conll, pico=True), "re": read_re, "biosses": read_biosses,
+            "hoc": read_hoc, "bioasq": read_bioasq}
+
+
 def prepare_task(base: Path, out_dir: Path, task: str, report: Report) -> None:
     folder_name, out_name, kind = TASKS[task]
     folder = _task_dir(base, task)
@@ -201,10 +206,7 @@ def prepare_task(base: Path, out_dir: Path, task: str, report: Report) -> None:
         if kind == "pubmedqa":
             rows = read_pubmedqa(_pubmedqa_file(folder, split))
         else:
-            path = _split_file(folder, split, task)
-            rows = {"ner": lambda: read_conll(path), "pico": lambda: read_conll(path, pico=True),
-                    "re": lambda: read_re(path, task), "biosses": lambda: read_biosses(path),
-                    "hoc": lambda: read_hoc(path), "bioasq": lambda: read_bioasq(path)}[kind]()
+            rows = _READERS[kind](_split_file(folder, split, task))
         report.write_jsonl(rows, out_dir / out_name / f"{split}.json")
 
 

@@ -12,7 +12,6 @@ triviaqa, searchqa, hotpot, naturalqa).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
