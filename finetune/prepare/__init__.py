@@ -2,7 +2,7 @@
 Lines files the runner reads, as LinkBERT's scripts/preprocess_*.py made the files of its data.zip.
 
     linkbert-finetune prepare mrqa RAW_DIR OUT_DIR [--datasets squad,...] [--split-ids FILE|DIR] [--split-seed N]
-    linkbert-finetune prepare blurb RAW_DIR OUT_DIR [--tasks chemprot,...]
+    linkbert-finetune prepare blurb RAW_DIR OUT_DIR [--tasks chemprot,...] [--from-pubtator]
     linkbert-finetune prepare medqa RAW_DIR OUT_DIR
     linkbert-finetune prepare mmlu RAW_DIR OUT_DIR [--subjects professional_medicine,...]
 
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="key of the default dev/test halving (default 0)")
     subs["blurb"].add_argument("--tasks", type=_csv, default=None,
                                help="comma list of BLURB tasks (default: every task folder found)")
+    subs["blurb"].add_argument("--from-pubtator", "--from_pubtator", dest="from_pubtator", action="store_true",
+                               help="also convert BC5CDR/NCBI-disease PubTator releases found under RAW_DIR "
+                                    "(prepare's own tokeniser and sentence splitter: not BLURB's IOB files)")
     subs["mmlu"].add_argument("--subjects", type=_csv, default=["professional_medicine"],
                               help="comma list of MMLU subjects (default professional_medicine)")
     return p
@@ -60,7 +63,7 @@ def run(a: argparse.Namespace):
         report = mrqa.prepare(a.raw_dir, a.out_dir, a.datasets, a.split_ids, a.split_seed)
     elif a.family == "blurb":
         from finetune.prepare import blurb
-        report = blurb.prepare(a.raw_dir, a.out_dir, a.tasks)
+        report = blurb.prepare(a.raw_dir, a.out_dir, a.tasks, a.from_pubtator)
     elif a.family == "medqa":
         from finetune.prepare import medqa
         report = medqa.prepare(a.raw_dir, a.out_dir)

@@ -12,9 +12,11 @@ task's own release; the folder holding it, or data_generation, works too). Per t
 | bioasq | BioASQ | {split}.tsv, no header: id, question, context, yes/no | `{id, sentence1, sentence2, label}` (folder bioasq_hf) |
 | 5 NER, ebmpico | BC5CDR-chem, BC5CDR-disease, NCBI-disease, BC2GM, JNLPBA (or their MTL-Bioinformatics-2016 `-IOB` folders), ebmnlp | {split}.tsv token<TAB>tag (dev.tsv or MTL's devel.tsv) | `{id, tokens, ner_tags}` (blurb_ner.py) |
 
-Not read: the tasks' original distributions before BLURB's conversion (BC5CDR PubTator, ChemProt's
-abstracts/entities/relations TSVs, DDI XML, PubMedQA's ori_pqal.json, HoC's per-abstract text files);
-a folder holding only those is one error line saying which conversion to run.
+Not read: the tasks' original distributions before BLURB's conversion (ChemProt's abstracts/entities/
+relations TSVs, DDI XML, PubMedQA's ori_pqal.json, HoC's per-abstract text files, EBM-NLP's spans); a
+folder holding only those is one error line saying which conversion to run. BC5CDR's and NCBI-disease's
+PubTator releases are converted with `--from-pubtator` (blurb_pubtator.py: prepare's own tokens and
+sentences, so not BLURB's files).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from finetune.blurb import METRIC, canonical_task
 from finetune.errors import FinetuneError
+from finetune.prepare import blurb_pubtator as pubtator
 from finetune.prepare.blurb_ner import read_conll
 from finetune.prepare.common import PrepareError, Report, load_json, read_lines
 
@@ -55,6 +58,9 @@ def find_base(raw_dir: Path) -> Path:
     for d in (raw_dir, raw_dir / "data", raw_dir / "data_generation" / "data"):
         if d.is_dir() and any(_task_dir(d, t) for t in TASKS):
             return d
+    if any(pubtator.find_release(raw_dir, t) for t in pubtator.TASKS):
+        raise PrepareError(f"{raw_dir}: no BLURB task folder, but PubTator releases of BC5CDR/NCBI-disease: pass "
+                           "--from-pubtator to convert those (prepare's own tokens and sentences)")
     raise PrepareError(f"{raw_dir}: no BLURB task folder (chemprot, DDI, GAD, BIOSSES, HoC, pubmedqa, BioASQ, "
                        "BC5CDR-chem, ...) here, in data/ or in data_generation/data/; run BLURB's "
                        "data_generation (microsoft.github.io/BLURB/sample_code/data_generation.tar.gz) first")
@@ -78,6 +84,8 @@ def _split_file(folder: Path, split: str, task: str) -> Path:
     kinds = sorted({v for f in found for k, v in _ORIGINAL if f.lower().endswith(k)})
     hint = (f"it holds {', '.join(found)}" + (f" ({'/'.join(kinds)}: the task's original distribution, which "
             "prepare does not read; convert it with BLURB's data_generation first)" if kinds else ""))
+    if "PubTator" in kinds and task in pubtator.TASKS:
+        hint += "; or pass --from-pubtator (prepare's own tokens and sentences: scores are not the paper's)"
     raise PrepareError(f"{task}: {folder} has no {' or '.join(names)}; {hint}")
 
 
@@ -210,21 +218,59 @@ def prepare_task(base: Path, out_dir: Path, task: str, report: Report) -> None:
         report.write_jsonl(rows, out_dir / out_name / f"{split}.json")
 
 
-def prepare(raw_dir: Path, out_dir: Path, tasks: list[str] | None = None) -> Report:
+def _wanted(tasks: list[str] | None) -> list[str] | None:
+    if not tasks:
+        return None
+    try:
+        return [canonical_task(t) for t in tasks]
+    except FinetuneError as e:
+        raise PrepareError(str(e)) from None
+
+
+def _from_pubtator(raw_dir: Path, out_dir: Path, wanted: list[str] | None, report: Report) -> set[str]:
+    """Convert the PubTator releases found under raw_dir; the tasks handled (written or failed)."""
+    handled = set()
+    for task in wanted or list(pubtator.TASKS):
+        if task not in pubtator.TASKS:
+            continue
+        try:
+            files = pubtator.find_release(raw_dir, task)
+            if files is None:
+                if wanted:
+                    raise PrepareError(f"{task}: no {pubtator.RELEASE_FILES[pubtator.TASKS[task][0]]['train']} "
+                                       f"under {raw_dir}")
+                continue
+            for split in SPLITS:
+                report.write_jsonl(pubtator.convert(files[split], task, report),
+                                   out_dir / TASKS[task][1] / f"{split}.json")
+            report.notes.append(f"{task}: converted from PubTator ({files['train'].parent}) with prepare's own "
+                                "tokens and sentences, not BLURB's IOB files: scores are not the paper's")
+        except PrepareError as e:
+            report.errors.append(str(e))
+        handled.add(task)
+    return handled
+
+
+def prepare(raw_dir: Path, out_dir: Path, tasks: list[str] | None = None, from_pubtator: bool = False) -> Report:
     """Every requested task (default: every task folder present); a task that fails is one error line
-    in `report.errors` and the others are still written."""
+    in `report.errors` and the others are still written. `from_pubtator`: BC5CDR and NCBI-disease from
+    their PubTator releases anywhere under raw_dir (blurb_pubtator.py)."""
     report = Report("blurb")
-    base = find_base(raw_dir)
-    if tasks:
-        wanted = []
-        for t in tasks:
-            try:
-                wanted.append(canonical_task(t))
-            except FinetuneError as e:
-                raise PrepareError(str(e)) from None
-    else:
-        wanted = [t for t in TASKS if _task_dir(base, t)]
-        missing = [t for t in TASKS if t not in wanted]
+    wanted = _wanted(tasks)
+    handled = _from_pubtator(raw_dir, out_dir, wanted, report) if from_pubtator else set()
+    if wanted is not None:
+        wanted = [t for t in wanted if t not in handled]
+        if not wanted:
+            return report
+    try:
+        base = find_base(raw_dir)
+    except PrepareError:
+        if handled and wanted is None:   # only the PubTator releases are there
+            return report
+        raise
+    if wanted is None:
+        wanted = [t for t in TASKS if _task_dir(base, t) and t not in handled]
+        missing = [t for t in TASKS if t not in wanted and t not in handled]
         if missing:
             report.notes.append(f"no folder in {base} for: {', '.join(missing)}")
     for task in wanted:

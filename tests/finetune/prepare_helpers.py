@@ -21,8 +21,8 @@ def prepare(capsys, *argv) -> tuple[int, list[str], list[str]]:
 
 def finetune_preset(preset: str, model, out: Path, train=None, validation=None, test=None,
                     save_model: bool = False, **flags) -> dict:
-    """A few steps of `linkbert-finetune --preset PRESET` on prepared files, at test speed."""
-    torch.set_num_threads(2)
+    """A few steps of `linkbert-finetune --preset PRESET` on prepared files, at test speed: one thread
+    (on the shared 2-core box a tiny model's step took 6x longer with two contending threads)."""
     opts = {"max_steps": 2, "max_seq_length": 32, "per_device_train_batch_size": 4,
             "per_device_eval_batch_size": 8, "logging_steps": 1, "warmup_steps": 0, **flags}
     argv = ["--preset", preset, "--model", str(model), "--output", str(out), "--disable_tqdm"]
@@ -33,7 +33,12 @@ def finetune_preset(preset: str, model, out: Path, train=None, validation=None, 
             argv += [flag, str(path)]
     for k, v in opts.items():
         argv += [f"--{k}", str(v)]
-    assert cli.main(argv) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
     return outputs(out)
 
 

@@ -1,6 +1,7 @@
 """`linkbert-finetune prepare blurb`: BLURB's data_generation task folders -> <Task>_hf/{train,dev,test}.json
 as the authors' preprocess_blurb.py wrote them; tasks it cannot read are one error line each; then one
-task of each kind BLURB uses fine-tuned two steps and scored with its BLURB metric."""
+task of each BLURB family fine-tuned two steps and scored with its BLURB metric. PubTator releases of
+BC5CDR/NCBI-disease are converted with --from-pubtator."""
 import json
 import shutil
 
@@ -13,6 +14,7 @@ from tests.finetune.prepare_helpers import RAW, finetune_preset, prepare, split_
 
 SRC = RAW / "blurb"
 DATA = SRC / "data_generation" / "data"
+PUBTATOR = RAW / "pubtator"
 
 
 def _jsonl(path):
@@ -93,6 +95,58 @@ def test_original_distribution_folder_is_one_error_line_and_others_still_written
     assert code == 2 and len(err) == 1 and "no BLURB task folder" in err[0]
 
 
+def _mentions(path, types):
+    """Mention strings of the given PubTator types, in file order, spaces removed."""
+    return [p[3].replace(" ", "") for p in (line.split("\t") for line in path.read_text().splitlines())
+            if len(p) >= 5 and p[4] in types]
+
+
+def _entities(rows, kind):
+    out = []
+    for r in rows:
+        for tok, tag in zip(r["tokens"], r["ner_tags"]):
+            if tag == f"B-{kind}":
+                out.append(tok)
+            elif tag == f"I-{kind}":
+                out[-1] += tok
+    return out
+
+
+def test_pubtator_releases_converted_with_from_pubtator(tmp_path, capsys):
+    code, out, err = prepare(capsys, "blurb", PUBTATOR, tmp_path / "no")
+    assert code == 2 and len(err) == 1 and "pass --from-pubtator" in err[0]
+    code, out, err = prepare(capsys, "blurb", PUBTATOR, tmp_path, "--from-pubtator")
+    assert code == 0 and not err and sum("scores are not the paper's" in line for line in out) == 3
+    cdr = PUBTATOR / "CDR_Data" / "CDR.Corpus.v010516"
+    for task, kind, release, types in [
+            ("BC5CDR-chem", "Chemical", {"train": cdr / "CDR_TrainingSet.PubTator.txt",
+                                         "test": cdr / "CDR_TestSet.PubTator.txt"}, {"Chemical"}),
+            ("BC5CDR-disease", "Disease", {"dev": cdr / "CDR_DevelopmentSet.PubTator.txt"}, {"Disease"}),
+            ("NCBI-disease", "Disease", {"train": PUBTATOR / "NCBI" / "NCBItrainset_corpus.txt",
+                                         "test": PUBTATOR / "NCBI" / "NCBItestset_corpus.txt"},
+             {"SpecificDisease", "DiseaseClass", "Modifier", "CompositeMention"})]:
+        for split, path in release.items():
+            rows = _jsonl(tmp_path / f"{task}_hf" / f"{split}.json")
+            assert _entities(rows, kind) == _mentions(path, types), (task, split)
+            assert {t for r in rows for t in r["ner_tags"]} <= {"O", f"B-{kind}", f"I-{kind}"}
+    dev = _jsonl(tmp_path / "BC5CDR-chem_hf" / "dev.json")
+    assert [" ".join(r["tokens"]) for r in dev] == [   # the title, then sentences cut at ". <Capital>"
+        "Famotidine - associated delirium .", "A series of six cases .",
+        "Famotidine is a histamine H2 - receptor antagonist used in inpatient settings for prevention of "
+        "stress ulcers ."]
+    assert [r["id"] for r in dev] == ["0", "1", "2"]
+
+
+def test_pubtator_mention_off_its_offsets_is_one_error_line(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    shutil.copytree(PUBTATOR / "NCBI", raw / "NCBI")
+    f = raw / "NCBI" / "NCBIdevelopset_corpus.txt"
+    f.write_text(f.read_text().replace("\t0\t18\tMyotonic dystrophy", "\t1\t19\tMyotonic dystrophy"))
+    code, _, err = prepare(capsys, "blurb", raw, tmp_path / "out", "--from-pubtator", "--tasks", "ncbi-disease")
+    assert code == 2 and len(err) == 1
+    assert f"{f}:3: mention 'Myotonic dystrophy' is not at 1-19 of document 8528200" in err[0]
+
+
 @pytest.mark.parametrize("folder, split, edit, words", [
     ("BC5CDR-chem", "dev", lambda t: t.replace("Gentamicin\tB-Chemical", "Gentamicin\tB-Chemical\tNN"),
      ":1: 3 tab-separated columns, expected 2"),
@@ -112,11 +166,13 @@ def test_bad_line_is_one_error_naming_file_and_line(tmp_path, capsys, folder, sp
 
 
 @pytest.mark.slow
-def test_prepare_then_finetune_one_task_per_blurb_family(prepared, tmp_path, minilm_dir):
+def test_prepare_then_finetune_one_task_per_blurb_family(prepared, tmp_path, capsys, minilm_dir):
     out, _ = prepared
-    # every task kind BLURB uses once (the five NER tasks share ebmpico's reader and runner path)
-    tasks = {"ebmpico": "ebmnlp_hf", "chemprot": "chemprot_hf", "biosses": "BIOSSES_hf", "hoc": "HoC_hf",
-             "pubmedqa": "pubmedqa_hf"}
+    assert prepare(capsys, "blurb", PUBTATOR, tmp_path / "pt", "--from-pubtator", "--tasks", "bc5cdr-disease")[0] == 0
+    shutil.copytree(tmp_path / "pt" / "BC5CDR-disease_hf", out / "BC5CDR-disease_hf")
+    # one task per BLURB family (NER from the PubTator release)
+    tasks = {"bc5cdr-disease": "BC5CDR-disease_hf", "ebmpico": "ebmnlp_hf", "chemprot": "chemprot_hf",
+             "biosses": "BIOSSES_hf", "hoc": "HoC_hf", "pubmedqa": "pubmedqa_hf"}
     for task, folder in tasks.items():
         res = finetune_preset(task, minilm_dir, tmp_path / task, **split_files(out / folder))
         for split in ("validation", "test"):
@@ -129,5 +185,5 @@ def test_prepare_then_finetune_one_task_per_blurb_family(prepared, tmp_path, min
             assert res["metrics"]["test"]["f1"] == pytest.approx(
                 M.prf1_ignore_negative(pred, [labels.index(g) for g in gold], negative_id=0)["f1"])
     score = blurb_score(collect_scores([f"{t}={tmp_path / t}" for t in tasks]), allow_partial=True)
-    assert set(score["families"]) == {"pico", "relation_extraction", "sentence_similarity",
+    assert set(score["families"]) == {"ner", "pico", "relation_extraction", "sentence_similarity",
                                       "document_classification", "question_answering"}
