@@ -82,10 +82,13 @@ def _split_file(folder: Path, split: str, task: str) -> Path:
             return folder / n
     found = sorted(p.name for p in folder.rglob("*") if p.is_file())[:6]
     kinds = sorted({v for f in found for k, v in _ORIGINAL if f.lower().endswith(k)})
-    hint = (f"it holds {', '.join(found)}" + (f" ({'/'.join(kinds)}: the task's original distribution, which "
-            "prepare does not read; convert it with BLURB's data_generation first)" if kinds else ""))
+    hint = f"it holds {', '.join(found) or 'nothing'}"
     if "PubTator" in kinds and task in pubtator.TASKS:
-        hint += "; or pass --from-pubtator (prepare's own tokens and sentences: scores are not the paper's)"
+        hint += (" (PubTator, the task's own release: pass --from-pubtator to convert it with prepare's own "
+                 "tokens and sentences, whose scores are not the paper's, or run BLURB's data_generation)")
+    elif kinds:
+        hint += (f" ({'/'.join(kinds)}: the task's original distribution, which prepare does not read; "
+                 "convert it with BLURB's data_generation first)")
     raise PrepareError(f"{task}: {folder} has no {' or '.join(names)}; {hint}")
 
 
