@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+from tests import procs
 from tests.finetune.prepare_helpers import RAW, finetune_preset, prepare, split_files
 
 MEDQA = RAW / "medqa" / "data_clean" / "questions" / "US" / "4_options"
@@ -80,3 +81,17 @@ def test_prepare_then_medqa_finetune_then_mmlu_predict(tmp_path, capsys, minilm_
     assert set(res["metrics"]) == {"test"} and set(res["test"]) == set(gold)
     assert res["metrics"]["test"]["accuracy"] == pytest.approx(np.mean([res["test"][k] == v
                                                                        for k, v in gold.items()]))
+
+
+def test_console_script_prepare(tmp_path):
+    """`linkbert-finetune prepare ...` through the installed console script: files, report, exit codes."""
+    script = str(procs.VENV_BIN / "linkbert-finetune")
+    cp = procs.run([script, "prepare", "mmlu", str(RAW / "mmlu"), str(tmp_path)], timeout=180)
+    assert "mmlu_hf/professional_medicine/test.json (4 rows)" in cp.stdout
+    assert json.loads((tmp_path / "prepare_report.json").read_text())["family"] == "mmlu"
+
+
+def test_unknown_family_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        prepare(capsys, "glue", RAW, tmp_path)
+    assert e.value.code == 2 and "invalid choice: 'glue'" in capsys.readouterr().err
