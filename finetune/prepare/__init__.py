@@ -7,7 +7,8 @@ Lines files the runner reads, as LinkBERT's scripts/preprocess_*.py made the fil
     linkbert-finetune prepare mmlu RAW_DIR OUT_DIR [--subjects professional_medicine,...]
 
 Each family is one module here; a release file not in its documented format is one error line naming
-file and line (exit 2). What was written and skipped is printed and saved in OUT_DIR/prepare_report.json.
+file and line (exit 2). What was written and skipped is printed and saved in
+OUT_DIR/prepare_report_<family>.json.
 """
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def need_file(folder: Path, names: list[str], what: str) -> Path:
 
 @dataclass
 class Report:
-    """Files written and what was skipped, printed by the CLI and saved as OUT_DIR/prepare_report.json."""
+    """Files written and what was skipped: printed by the CLI, saved as OUT_DIR/prepare_report_<family>.json."""
     family: str
     files: dict[str, int] = field(default_factory=dict)       # output path -> rows written
     skipped: dict[str, int] = field(default_factory=dict)     # "<task>: <reason>" -> count
@@ -96,7 +96,7 @@ class Report:
 
     def save(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "prepare_report.json").write_text(json.dumps(
+        (out_dir / f"prepare_report_{self.family}.json").write_text(json.dumps(
             {"family": self.family, "files": self.files, "skipped": self.skipped,
              "counted": self.counted, "notes": self.notes,
              "errors": self.errors},

@@ -88,7 +88,7 @@ def test_console_script_prepare(tmp_path):
     script = str(procs.VENV_BIN / "linkbert-finetune")
     cp = procs.run([script, "prepare", "mmlu", str(RAW / "mmlu"), str(tmp_path)], timeout=180)
     assert "mmlu_hf/professional_medicine/test.json (4 rows)" in cp.stdout
-    assert json.loads((tmp_path / "prepare_report.json").read_text())["family"] == "mmlu"
+    assert json.loads((tmp_path / "prepare_report_mmlu.json").read_text())["family"] == "mmlu"
 
 
 def test_unknown_family_is_an_argparse_error(tmp_path, capsys):

@@ -68,7 +68,7 @@ def test_default_split_rows_and_counts(tmp_path, capsys):
     warfarin = next(r for r in dev + test if "INR" in r["context"])
     assert warfarin["answers"]["text"] == ["with the INR", "INR"]   # every detected answer, in order
     assert any("3/4 paragraphs" in line for line in out)
-    report = json.loads((tmp_path / "prepare_report.json").read_text())
+    report = json.loads((tmp_path / "prepare_report_mrqa.json").read_text())
     assert report["files"][str(d / "train.json")] == len(train)
 
 
