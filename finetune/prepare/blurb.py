@@ -1,16 +1,19 @@
 """BLURB -> the runner's rows, task by task, as the authors' preprocess_blurb.py read them.
 
 RAW_DIR is BLURB's `data_generation/data` (what Microsoft's data_generation.tar.gz produces from each
-task's own release; the folder holding it, or data_generation, works too). Per task folder:
-
-| task (preset) | folder | files | rows written (`<folder>_hf/{train,dev,test}.json`) |
-|---|---|---|---|
-| chemprot, ddi, gad | chemprot, DDI, GAD | {split}.tsv: id, sentence (entities dummified), label | `{id, sentence, label}`, any label containing "false" -> "0" |
-| biosses | BIOSSES | {split}.tsv with a header: id, sentence1, sentence2, score | `{id, sentence1, sentence2, label: float}` |
-| hoc | HoC | {split}.tsv with a header: "0_0,1_1,..." labels, sentence, <abstract>_<n> id | one row per abstract: sentences joined, 10 labels OR-ed |
-| pubmedqa | pubmedqa | pqal_fold0/{train,dev}_set.json, test_set.json | `{id, sentence1: QUESTION, sentence2: CONTEXTS joined, label}` |
-| bioasq | BioASQ | {split}.tsv, no header: id, question, context, yes/no | `{id, sentence1, sentence2, label}` (folder bioasq_hf) |
-| 5 NER, ebmpico | BC5CDR-chem, BC5CDR-disease, NCBI-disease, BC2GM, JNLPBA (or their MTL-Bioinformatics-2016 `-IOB` folders), ebmnlp | {split}.tsv token<TAB>tag (dev.tsv or MTL's devel.tsv) | `{id, tokens, ner_tags}` (blurb_ner.py) |
+task's own release; the folder holding it, or data_generation, works too). Task (folder): files -> rows
+written to `<folder>_hf/{train,dev,test}.json` (bioasq: `bioasq_hf`):
+- chemprot, ddi, gad (chemprot, DDI, GAD): {split}.tsv `id, sentence (entities dummified), label` ->
+  `{id, sentence, label}`, any label containing "false" -> "0" (GAD's header line dropped).
+- biosses (BIOSSES): {split}.tsv with a header, `id, sentence1, sentence2, score` -> label float.
+- hoc (HoC): {split}.tsv with a header, `0_0,1_1,...,9_0 labels, sentence, <abstract>_<n>` -> one row
+  per abstract, sentences joined, the 10 labels OR-ed.
+- pubmedqa (pubmedqa): pqal_fold0/{train,dev}_set.json, test_set.json -> `{id, sentence1: QUESTION,
+  sentence2: CONTEXTS joined, label: final_decision}`.
+- bioasq (BioASQ): {split}.tsv, no header, `id, question, context, yes/no` -> the same.
+- the 5 NER tasks and ebmpico (BC5CDR-chem, BC5CDR-disease, NCBI-disease, BC2GM, JNLPBA, or their
+  MTL-Bioinformatics-2016 `-IOB` folders; ebmnlp): {split}.tsv (dev.tsv or MTL's devel.tsv) of
+  token<TAB>tag lines -> `{id, tokens, ner_tags}` (blurb_ner.py).
 
 Not read: the tasks' original distributions before BLURB's conversion (ChemProt's abstracts/entities/
 relations TSVs, DDI XML, PubMedQA's ori_pqal.json, HoC's per-abstract text files, EBM-NLP's spans); a
