@@ -167,17 +167,19 @@ def prepare(raw_dir: Path, out_dir: Path, datasets: list[str] | None = None,
             if files[split] is None:
                 raise PrepareError(f"{folder}: no {' or '.join(s + '.jsonl[.gz]' for s in DATASETS[dname])} "
                                    f"for {dname}")
-        train = iter_paragraphs(files["train"])
-        report.write_jsonl(to_rows(files["train"], train, dname, report), out_dir / f"{dname}_hf" / "train.json")
-        dev = list(iter_paragraphs(files["dev"]))
-        if split_ids is None:
-            dev_ids, test_ids = halve_keys([digest for _, digest, _ in dev], seed)
-            how = f"official dev halved by keyed hash (seed {seed})"
-        else:
+        ids_file = None
+        if split_ids is not None:   # checked before the (long) train file is converted
             ids_file = split_ids / f"inhouse_split_{dname}.json" if split_ids.is_dir() else split_ids
             if not ids_file.is_file():
                 raise PrepareError(f"{ids_file}: no such file (LinkBERT's scripts/inhouse_splits/"
                                    f"inhouse_split_{dname}.json)")
+        train = iter_paragraphs(files["train"])
+        report.write_jsonl(to_rows(files["train"], train, dname, report), out_dir / f"{dname}_hf" / "train.json")
+        dev = list(iter_paragraphs(files["dev"]))
+        if ids_file is None:
+            dev_ids, test_ids = halve_keys([digest for _, digest, _ in dev], seed)
+            how = f"official dev halved by keyed hash (seed {seed})"
+        else:
             dev_ids, test_ids = load_split_ids(ids_file, len(dev), files["dev"])
             how = f"ids of {ids_file}"
         for split, ids in (("dev", dev_ids), ("test", test_ids)):
