@@ -134,6 +134,9 @@ def blurb_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "prepare":   # raw public releases -> task files (finetune/prepare)
+        from finetune.prepare import main as prepare_main
+        return prepare_main(argv[1:])
     try:
         if argv and argv[0] == "blurb-score":
             return blurb_main(argv[1:])
