@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--n_best_size", type=int, default=S, help="qa: start/end candidates (20)")
     tk.add_argument("--max_answer_length", type=int, default=S, help="qa: longest answer in tokens (30)")
     tk.add_argument("--ignore_negative_class", action="store_true", default=S,
-                    help="seqcls: also micro P/R/F1 without class id 0 of the sorted labels (ChemProt/DDI/GAD)")
+                    help="seqcls: also micro P/R/F1 without the negative class, whichever of the labels "
+                         "0 / false / DDI-false the training file has (ChemProt/DDI/GAD)")
+    tk.add_argument("--negative_label", default=S, metavar="LABEL[,LABEL]",
+                    help="seqcls: also micro P/R/F1 without this class (accepted spellings, comma-separated; "
+                         "one must occur in the training labels)")
     tk.add_argument("--return_macro_metrics", action="store_true", default=S,
                     help="ner: mean of per-type P/R/F1 (EBM PICO)")
     tk.add_argument("--text_fields", default=S, metavar="A[,B]",

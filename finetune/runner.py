@@ -63,7 +63,8 @@ class FinetuneArgs:
     doc_stride: int = 128
     n_best_size: int = 20
     max_answer_length: int = 30
-    ignore_negative_class: bool = False
+    ignore_negative_class: bool = False     # = negative_label "0,false,DDI-false" (whichever the file has)
+    negative_label: str | None = None       # seqcls: label(s) of the class P/R/F1 leave out, comma-separated
     return_macro_metrics: bool = False
     no_document_regroup: bool = False
     text_fields: str | None = None           # e.g. "question,sentence" for GLUE QNLI-style files
@@ -97,6 +98,18 @@ def check_model_dir(path: str | Path) -> dict:
     if not any((path / n).is_file() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise FinetuneError(f"{path}: no tokenizer files (tokenizer.json or vocab.txt)")
     return cfg
+
+
+def _negative_labels(args: FinetuneArgs) -> tuple[str, ...]:
+    """Accepted spellings of the negative class: --negative_label A[,B], or the standard ones."""
+    from finetune.tasks.classification import STANDARD_NEGATIVE_LABELS
+
+    if args.negative_label:
+        names = tuple(n.strip() for n in str(args.negative_label).split(",") if n.strip())
+        if not names:
+            raise FinetuneError(f"--negative_label {args.negative_label!r}: give a label name, e.g. false")
+        return names
+    return STANDARD_NEGATIVE_LABELS if args.ignore_negative_class else ()
 
 
 def _precision(args: FinetuneArgs) -> tuple[bool, bool]:
@@ -161,7 +174,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
     check_model_dir(args.model)
     task = make_task(args.task, TaskOptions(
         max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
-        max_answer_length=args.max_answer_length, ignore_negative_class=args.ignore_negative_class,
+        max_answer_length=args.max_answer_length, negative_labels=_negative_labels(args),
         macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup,
         text_fields=tuple(f.strip() for f in (args.text_fields or "").split(",") if f.strip())))
 
@@ -235,10 +248,12 @@ def run_finetune(args: FinetuneArgs) -> dict:
         if encoded[name].has_gold:
             all_metrics[name] = metrics
         split_predictions[name] = predictions
-        info["splits"][name] = {**stats, "counts": encoded[name].counts, "has_gold": encoded[name].has_gold}
+        info["splits"][name] = {**stats, "counts": encoded[name].counts, "has_gold": encoded[name].has_gold,
+                                "first_ids": encoded[name].first_ids}
     if "train" in encoded:
         info["splits"]["train"] = {"examples": len(encoded["train"].rows),
-                                   "features": len(encoded["train"].features), "counts": encoded["train"].counts}
+                                   "features": len(encoded["train"].features), "counts": encoded["train"].counts,
+                                   "first_ids": encoded["train"].first_ids}
     info["notes"] = list(args.notes)
     if trainer.is_world_process_zero():   # under a distributed launch only rank 0 writes
         for name, predictions in split_predictions.items():
@@ -251,6 +266,9 @@ def run_finetune(args: FinetuneArgs) -> dict:
             nonzero = {k: v for k, v in s.get("counts", {}).items() if v and k != "windows"}
             if nonzero:
                 print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
+            for what, ids in s.get("first_ids", {}).items():
+                more = ", ..." if s["counts"].get(what, 0) > len(ids) else ""
+                print(f"linkbert-finetune: {name}: {what}: first ids {', '.join(ids)}{more}", file=sys.stderr)
     _cleanup_distributed()
     return all_metrics
 
