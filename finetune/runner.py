@@ -34,6 +34,8 @@ class FinetuneArgs:
     train: str | None = None
     validation: str | None = None
     test: str | None = None
+    validation_mismatched: str | None = None   # MNLI: a second evaluated file (dev_mismatched.tsv)
+    test_mismatched: str | None = None
     # Trainer flags of LinkBERT's run_examples (HF defaults where they pass none)
     num_train_epochs: float = 3.0
     max_steps: int = -1
@@ -68,6 +70,7 @@ class FinetuneArgs:
     return_macro_metrics: bool = False
     no_document_regroup: bool = False
     text_fields: str | None = None           # e.g. "question,sentence" for GLUE QNLI-style files
+    glue_task: str | None = None             # set by the GLUE presets: .tsv files read as GLUE releases them
     max_train_samples: int | None = None    # first N rows only (quick runs, as in HF's run_* scripts)
     max_eval_samples: int | None = None
     max_predict_samples: int | None = None
@@ -153,12 +156,45 @@ def _training_arguments(args: FinetuneArgs, has_eval: bool):
     )
 
 
-def _read_split(task, path: str, split: str, limit: int | None = None) -> tuple[list[dict], bool]:
-    rows = read_jsonl(path)
+# files evaluated after training, in order, with the option naming each and its row limit
+EVAL_SPLITS = (("validation", "max_eval_samples"), ("validation_mismatched", "max_eval_samples"),
+               ("test", "max_predict_samples"), ("test_mismatched", "max_predict_samples"))
+
+
+def _read_split(task, path: str, split: str, limit: int | None = None, glue_task: str | None = None,
+                skipped: dict | None = None) -> tuple[list[dict], bool]:
+    if str(path).endswith(".tsv"):
+        if not glue_task:
+            raise FinetuneError(f"{path}: a .tsv file; GLUE's files are read with --preset "
+                                "cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli, other tasks take JSON Lines")
+        from finetune.glue import read_glue_tsv
+        rows, bad = read_glue_tsv(path, glue_task)
+        if skipped is not None:
+            skipped[split] = bad
+    else:
+        rows = read_jsonl(path)
     if limit is not None and limit > 0:
         rows = rows[:limit]
     has_gold = task.validate(rows, split)
     return rows, has_gold
+
+
+def _task_options(args: FinetuneArgs) -> TaskOptions:
+    extra, positive = (), None
+    if args.glue_task:
+        from finetune.glue import TASKS
+        if args.glue_task not in TASKS:
+            raise FinetuneError(f"unknown GLUE task {args.glue_task!r}; one of {', '.join(TASKS)}")
+        spec = TASKS[args.glue_task]
+        if spec.kind != args.task:
+            raise FinetuneError(f"GLUE {spec.name} is a {spec.kind} task, not --task {args.task}")
+        extra, positive = spec.metrics, spec.positive_label
+    return TaskOptions(
+        max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
+        max_answer_length=args.max_answer_length, negative_labels=_negative_labels(args),
+        macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup,
+        text_fields=tuple(f.strip() for f in (args.text_fields or "").split(",") if f.strip()),
+        extra_metrics=extra, positive_label=positive)
 
 
 def run_finetune(args: FinetuneArgs) -> dict:
@@ -172,11 +208,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
     if args.deepspeed and not Path(args.deepspeed).is_file():
         raise FinetuneError(f"{args.deepspeed}: no such DeepSpeed config file")
     check_model_dir(args.model)
-    task = make_task(args.task, TaskOptions(
-        max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
-        max_answer_length=args.max_answer_length, negative_labels=_negative_labels(args),
-        macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup,
-        text_fields=tuple(f.strip() for f in (args.text_fields or "").split(",") if f.strip())))
+    task = make_task(args.task, _task_options(args))
 
     import transformers
     from transformers import AutoConfig, AutoTokenizer, set_seed
@@ -186,8 +218,10 @@ def run_finetune(args: FinetuneArgs) -> dict:
 
     # rows first: a bad file should fail before the model is loaded
     splits_rows: dict[str, tuple[list[dict], bool]] = {}
+    skipped: dict[str, list[str]] = {}    # GLUE .tsv lines with a wrong number of columns, per split
     if args.train:
-        splits_rows["train"] = _read_split(task, args.train, "train", args.max_train_samples)
+        splits_rows["train"] = _read_split(task, args.train, "train", args.max_train_samples, args.glue_task,
+                                           skipped)
         task.fit_labels(splits_rows["train"][0])
     else:
         task.labels_from_config(config)
@@ -195,10 +229,10 @@ def run_finetune(args: FinetuneArgs) -> dict:
         if not any(a.endswith(head) for a in (config.architectures or [])):
             args.notes.append(f"{args.model} has no trained {head} head (architectures: {config.architectures}); "
                               "its predictions come from a randomly initialised head")
-    for name, path, limit in (("validation", args.validation, args.max_eval_samples),
-                              ("test", args.test, args.max_predict_samples)):
-        if path:
-            splits_rows[name] = _read_split(task, path, name, limit)
+    for name, limit in EVAL_SPLITS:
+        if getattr(args, name):
+            splits_rows[name] = _read_split(task, getattr(args, name), name, getattr(args, limit), args.glue_task,
+                                            skipped)
     for name, (rows, has_gold) in splits_rows.items():
         if has_gold and name != "train":
             task.check_labels(rows, name)
@@ -216,6 +250,8 @@ def run_finetune(args: FinetuneArgs) -> dict:
                             f"{tokenizer.model_max_length} positions")
     encoded: dict[str, Split] = {name: task.encode(rows, tokenizer, name, has_gold)
                                  for name, (rows, has_gold) in splits_rows.items()}
+    for name, lines in skipped.items():
+        encoded[name].note_ids("malformed_tsv_lines_skipped", lines)
     validation = encoded.get("validation")
     from finetune.trainer import TaskTrainer  # imports transformers' Trainer: only once inputs are checked
 
@@ -241,10 +277,10 @@ def run_finetune(args: FinetuneArgs) -> dict:
 
     all_metrics: dict[str, dict] = {}
     split_predictions: dict[str, dict] = {}
-    for name in ("validation", "test"):
+    for name, _ in EVAL_SPLITS:
         if name not in encoded:
             continue
-        predictions, metrics, stats = trainer.run_split(encoded[name], "eval" if name == "validation" else "test")
+        predictions, metrics, stats = trainer.run_split(encoded[name], "test" if name.startswith("test") else "eval")
         if encoded[name].has_gold:
             all_metrics[name] = metrics
         split_predictions[name] = predictions
@@ -268,7 +304,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
                 print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
             for what, ids in s.get("first_ids", {}).items():
                 more = ", ..." if s["counts"].get(what, 0) > len(ids) else ""
-                print(f"linkbert-finetune: {name}: {what}: first ids {', '.join(ids)}{more}", file=sys.stderr)
+                print(f"linkbert-finetune: {name}: {what}: first {', '.join(ids)}{more}", file=sys.stderr)
     _cleanup_distributed()
     return all_metrics
 

@@ -21,6 +21,8 @@ class TaskOptions:
     macro_metrics: bool = False      # NER: mean of per-type P/R/F1 (EBM PICO)
     document_regroup: bool = True    # multilabel: OR rows per document id before scoring (HoC)
     text_fields: tuple[str, ...] = ()  # seqcls/multilabel/regression: input fields (GLUE: question,sentence)
+    extra_metrics: tuple[str, ...] = ()  # GLUE: matthews_corrcoef, f1 (of positive_label), spearmanr
+    positive_label: str | None = None     # seqcls "f1": the class it is the F1 of (MRPC/QQP "1")
 
 
 class ListDataset(torch.utils.data.Dataset):

@@ -29,6 +29,7 @@ class ClassificationTask(Task):
         self.num_binary = 0
         self.text_fields: tuple[str, ...] = ()
         self.negative_label = None       # seqcls with negative_labels: the label left out of P/R/F1
+        self.positive_label = None       # seqcls with extra metric f1: the class it is the F1 of
 
     # -- data checks -------------------------------------------------------------------------------
     def validate(self, rows, split):
@@ -81,6 +82,7 @@ class ClassificationTask(Task):
             if len(self.labels) < 2:
                 raise FinetuneError(f"{where}: only one label ({self.labels[0]!r}) in the training file")
             self._find_negative(where)
+            self._find_positive(where)
         elif self.kind == "multilabel" and self.multilabel_format == "names":
             self.labels = sorted({x for r in train_rows for x in r["label"]})
 
@@ -93,7 +95,18 @@ class ClassificationTask(Task):
         self.num_binary = int(info.get("num_binary", 0))
         if self.kind == "seqcls" and not self.opts.negative_labels and info.get("negative_label") is not None:
             self.opts.negative_labels = (str(info["negative_label"]),)   # as the fine-tuning run scored it
-        self._find_negative(f"{getattr(config, '_name_or_path', 'model')} (labels stored in config.json)")
+        where = f"{getattr(config, '_name_or_path', 'model')} (labels stored in config.json)"
+        self._find_negative(where)
+        self._find_positive(where)
+
+    def _find_positive(self, where: str) -> None:
+        if self.kind != "seqcls" or "f1" not in self.opts.extra_metrics:
+            return
+        hits = [v for v in self.labels if str(v) == str(self.opts.positive_label)]
+        if not hits:
+            raise FinetuneError(f"{where}: the class {self.opts.positive_label!r} whose F1 is reported never "
+                                f"occurs in the training labels ({', '.join(map(repr, map(str, self.labels)))})")
+        self.positive_label = hits[0]
 
     def _find_negative(self, where: str) -> None:
         """The one label that matches an accepted negative spelling, or a FinetuneError saying why not."""
@@ -206,14 +219,21 @@ class ClassificationTask(Task):
         if self.kind == "regression":
             pred = [predictions[r["id"]] for r in rows]
             gold = [float(r["label"]) for r in rows]
-            return {"pearsonr": M.pearson(pred, gold),
-                    "mse": float(np.mean((np.asarray(pred) - np.asarray(gold)) ** 2))}
+            out = {"pearsonr": M.pearson(pred, gold),
+                   "mse": float(np.mean((np.asarray(pred) - np.asarray(gold)) ** 2))}
+            if "spearmanr" in self.opts.extra_metrics:
+                out["spearmanr"] = M.spearman(pred, gold)
+            return out
         if self.kind == "seqcls":
             pred = [self._index[predictions[r["id"]]] for r in rows]
             gold = [self._index[r["label"]] for r in rows]
             out = {"accuracy": M.accuracy(pred, gold)}
             if self.negative_label is not None:
                 out.update(M.prf1_ignore_negative(pred, gold, negative_id=self._index[self.negative_label]))
+            if "matthews_corrcoef" in self.opts.extra_metrics:
+                out["matthews_corrcoef"] = M.matthews_corrcoef(pred, gold)
+            if self.positive_label is not None:
+                out["f1"] = M.binary_f1(pred, gold, positive_id=self._index[self.positive_label])
             return out
         pred = np.array([self._target({"label": predictions[r["id"]]}) for r in rows], dtype=bool)
         gold = np.array([self._target(r) for r in rows], dtype=bool)

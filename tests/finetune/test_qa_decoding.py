@@ -124,6 +124,6 @@ def test_rows_with_answer_not_at_answer_start_are_named(minilm_dir, tmp_path, ca
                "--disable_tqdm", "--no_save_model"])
     assert rc == 0
     err = capsys.readouterr().err
-    assert "train: answer_not_at_answer_start: first ids bad0, bad1, bad2, bad3, bad4, ..." in err
+    assert "train: answer_not_at_answer_start: first bad0, bad1, bad2, bad3, bad4, ..." in err
     info = json.loads((tmp_path / "o" / "run_info.json").read_text())
     assert info["splits"]["train"]["first_ids"]["answer_not_at_answer_start"][0] == "bad0"
