@@ -78,6 +78,17 @@ class FinetuneArgs:
     notes: list = field(default_factory=list)
 
 
+def resolve_model(name: str) -> Path:
+    """--model as a local folder: the folder itself, or the Hub snapshot of an id (fetched when online,
+    from the cache when offline), or a FinetuneError naming the id and how to fetch it."""
+    from data_prep.hub import HubError, resolve
+
+    try:
+        return resolve(name, "--model")
+    except HubError as e:
+        raise FinetuneError(str(e)) from None
+
+
 def check_model_dir(path: str | Path) -> dict:
     """config.json of a BERT-family Hugging Face directory, or a FinetuneError saying what is wrong."""
     path = Path(path)
@@ -199,22 +210,24 @@ def _task_options(args: FinetuneArgs) -> TaskOptions:
 
 def run_finetune(args: FinetuneArgs) -> dict:
     """Fine-tune (when `train` is given) and evaluate/predict; returns the metrics.json content."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # local directories only; never fetch from a hub
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.task not in TASK_KINDS:
         raise FinetuneError(f"unknown --task {args.task!r}; one of {', '.join(TASK_KINDS)}")
     if not (args.validation or args.test):
         raise FinetuneError("give --validation and/or --test (what to evaluate or predict)")
     if args.deepspeed and not Path(args.deepspeed).is_file():
         raise FinetuneError(f"{args.deepspeed}: no such DeepSpeed config file")
-    check_model_dir(args.model)
+    model_dir = resolve_model(args.model)
+    # from here on everything is read from local folders (a Hub id was fetched or found in the cache above)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    check_model_dir(model_dir)
     task = make_task(args.task, _task_options(args))
 
     import transformers
     from transformers import AutoConfig, AutoTokenizer, set_seed
 
     transformers.logging.set_verbosity_warning()
-    config = AutoConfig.from_pretrained(args.model, local_files_only=True)
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
 
     # rows first: a bad file should fail before the model is loaded
     splits_rows: dict[str, tuple[list[dict], bool]] = {}
@@ -238,10 +251,10 @@ def run_finetune(args: FinetuneArgs) -> dict:
             task.check_labels(rows, name)
 
     set_seed(args.seed)   # before the head is created: its random init is part of the run
-    tokenizer = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     overrides = task.config_overrides() if args.train else {}
-    config = AutoConfig.from_pretrained(args.model, local_files_only=True, **overrides)
-    model = task.auto_model_class().from_pretrained(args.model, config=config, local_files_only=True)
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True, **overrides)
+    model = task.auto_model_class().from_pretrained(model_dir, config=config, local_files_only=True)
     if args.train:
         model.config.linkbert_finetune = task.task_info()
 
@@ -265,7 +278,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
 
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info: dict = {"options": {k: v for k, v in asdict(args).items() if k != "notes"},
+    info: dict = {"options": {k: v for k, v in asdict(args).items() if k != "notes"}, "model_path": str(model_dir),
                   "task_info": task.task_info(), "splits": {}}
     if "train" in encoded:
         result = trainer.train()
