@@ -156,9 +156,12 @@ def _tokenizer_info(src: str, dst: Path) -> dict:
     A folder with tokenizer.json is read with `tokenizers` alone (importing transformers costs
     seconds); one without (vocab.txt only) goes through AutoTokenizer, which converts it.
     """
-    srcp = Path(src)
-    if not srcp.is_dir():
-        raise PrepError(f"--tokenizer {src}: no such directory; give a Hugging Face tokenizer folder")
+    from data_prep.hub import HubError, resolve
+
+    try:   # a local folder, or a Hub id (michiyasunaga/BioLinkBERT-base) fetched or found in the Hub cache
+        srcp = resolve(src, "--tokenizer", weights=False)
+    except HubError as e:
+        raise PrepError(str(e)) from None
     dst.mkdir(parents=True, exist_ok=True)
     if (srcp / "tokenizer.json").is_file():
         for name in TOKENIZER_FILES:
@@ -168,7 +171,7 @@ def _tokenizer_info(src: str, dst: Path) -> dict:
         from transformers import AutoTokenizer
 
         try:
-            hf = AutoTokenizer.from_pretrained(src)
+            hf = AutoTokenizer.from_pretrained(srcp)
         except Exception as e:  # noqa: BLE001 -- any load failure is a user error about this directory
             raise PrepError(f"--tokenizer {src}: cannot load a Hugging Face tokenizer ({e})") from e
         if not getattr(hf, "is_fast", False):
@@ -191,7 +194,9 @@ def _tokenizer_info(src: str, dst: Path) -> dict:
     text = "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
     cfg = dst / "tokenizer_config.json"
     name = json.loads(cfg.read_text(encoding="utf-8")).get("name_or_path") if cfg.is_file() else None
-    return {"name": name if isinstance(name, str) and name else srcp.resolve().name, "source": str(srcp.resolve()), "path": dst.name,
+    if not (isinstance(name, str) and name):
+        name = str(src) if srcp != Path(src).expanduser() else srcp.resolve().name   # a Hub id is its name
+    return {"name": name, "source": str(srcp.resolve()), "path": dst.name,
             "vocab_size": max(vocab.values()) + 1, "vocab_sha256": hashlib.sha256(text.encode()).hexdigest(),
             **ids}
 

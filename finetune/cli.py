@@ -3,6 +3,7 @@
     linkbert-finetune --task qa|seqcls|multilabel|regression|ner|mc --model HF_DIR \
         --train F --validation F [--test F] --output DIR [--preset NAME] [Trainer flags]
     linkbert-finetune blurb-score [--split test] TASK=RUN_DIR ... | SCORES.json
+    linkbert-finetune glue-score [--split validation] TASK=RUN_DIR ...
 
 A thin shell over finetune.runner.run_finetune and finetune.blurb; errors a user can cause are one line.
 """
@@ -25,7 +26,7 @@ _QA_DEFAULTS = {"max_seq_length": 384}
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linkbert-finetune", description=__doc__.splitlines()[0],
-                                epilog="Also: `linkbert-finetune blurb-score --help`.")
+                                epilog="Also: `linkbert-finetune blurb-score --help`, `linkbert-finetune glue-score --help`.")
     S = argparse.SUPPRESS   # unset flags stay absent, so a preset can fill them and flags override it
     io = p.add_argument_group("data and model")
     io.add_argument("--task", choices=TASK_KINDS, default=S, help="task kind (a --preset implies one)")
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--validation", "--validation_file", dest="validation", default=S,
                     help="validation JSON Lines file")
     io.add_argument("--test", "--test_file", dest="test", default=S, help="test JSON Lines file (labels optional)")
+    io.add_argument("--validation_mismatched", default=S, help="MNLI: dev_mismatched.tsv, scored as its own split")
+    io.add_argument("--test_mismatched", default=S, help="MNLI: test_mismatched.tsv, predicted as its own split")
     io.add_argument("--output", "--output_dir", dest="output", required=True, help="output directory")
     # LinkBERT's run_examples command lines work as they are: --do_* pick which files are used (MMLU
     # passes --train_file but only --do_predict); checkpointing is never on, outputs are overwritten.
@@ -68,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--n_best_size", type=int, default=S, help="qa: start/end candidates (20)")
     tk.add_argument("--max_answer_length", type=int, default=S, help="qa: longest answer in tokens (30)")
     tk.add_argument("--ignore_negative_class", action="store_true", default=S,
-                    help="seqcls: also micro P/R/F1 without class id 0 of the sorted labels (ChemProt/DDI/GAD)")
+                    help="seqcls: also micro P/R/F1 without the negative class, whichever of the labels "
+                         "0 / false / DDI-false the training file has (ChemProt/DDI/GAD)")
+    tk.add_argument("--negative_label", default=S, metavar="LABEL[,LABEL]",
+                    help="seqcls: also micro P/R/F1 without this class (accepted spellings, comma-separated; "
+                         "one must occur in the training labels)")
     tk.add_argument("--return_macro_metrics", action="store_true", default=S,
                     help="ner: mean of per-type P/R/F1 (EBM PICO)")
     tk.add_argument("--text_fields", default=S, metavar="A[,B]",
@@ -94,6 +101,7 @@ def args_from_namespace(ns: argparse.Namespace) -> FinetuneArgs:
         for flag, split in (("do_train", "train"), ("do_eval", "validation"), ("do_predict", "test")):
             if not dos.get(flag):
                 given.pop(split, None)
+                given.pop(f"{split}_mismatched", None)
     values = dict(_DEFAULTS)
     task = given.get("task")
     preset_values = {}
@@ -132,6 +140,20 @@ def blurb_main(argv: list[str]) -> int:
     return 0
 
 
+def glue_main(argv: list[str]) -> int:
+    from finetune.glue import collect_runs, glue_score
+
+    p = argparse.ArgumentParser(prog="linkbert-finetune glue-score",
+                                description="GLUE score (mean of task scores) from fine-tuning results")
+    p.add_argument("results", nargs="+", help="TASK=RUN_DIR (or TASK=path/metrics.json), one per GLUE task")
+    p.add_argument("--split", default="validation", help="split of metrics.json to read (default validation; "
+                                                         "MNLI also reads SPLIT_mismatched)")
+    p.add_argument("--allow_partial", action="store_true", help="score whatever tasks are present")
+    a = p.parse_args(argv)
+    print(json.dumps(glue_score(collect_runs(a.results, a.split), allow_partial=a.allow_partial), indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "prepare":   # raw public releases -> task files (finetune/prepare)
@@ -140,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "blurb-score":
             return blurb_main(argv[1:])
+        if argv and argv[0] == "glue-score":
+            return glue_main(argv[1:])
         run_finetune(args_from_namespace(build_parser().parse_args(argv)))
         return 0
     except FinetuneError as e:

@@ -6,6 +6,7 @@
 - HoC: per-row multi-label predictions OR-ed per document (`id.split('_')[0]`), micro P/R/F1 over cells.
 - Pearson r (BIOSSES), via scipy.
 - seqeval entity-level micro P/R/F1 (NER), or the mean of per-type P/R/F1 (EBM PICO, "macro").
+- GLUE: Matthews correlation (CoLA), F1 of the positive class (MRPC, QQP), Spearman rho (STS-B).
 """
 from __future__ import annotations
 
@@ -72,6 +73,31 @@ def prf1_ignore_negative(pred_ids, gold_ids, negative_id: int = 0) -> dict[str, 
     return _prf(tp, n_pred, n_gold)
 
 
+def binary_f1(pred_ids, gold_ids, positive_id: int) -> float:
+    """F1 of one class (GLUE MRPC/QQP: the paraphrase/duplicate class "1")."""
+    pred_ids, gold_ids = np.asarray(pred_ids), np.asarray(gold_ids)
+    tp = int(((pred_ids == positive_id) & (gold_ids == positive_id)).sum())
+    return _prf(tp, int((pred_ids == positive_id).sum()), int((gold_ids == positive_id).sum()))["f1"]
+
+
+def matthews_corrcoef(pred_ids, gold_ids) -> float:
+    """Matthews correlation over any number of classes (Gorodkin's R_K; the phi coefficient for two),
+    from the confusion counts; 0 where it is undefined (a constant prediction or gold), as GLUE scores it."""
+    pred_ids, gold_ids = np.asarray(pred_ids), np.asarray(gold_ids)
+    classes, both = np.unique(np.concatenate([pred_ids, gold_ids]), return_inverse=True)
+    p, g = both[:len(pred_ids)], both[len(pred_ids):]
+    conf = np.zeros((len(classes), len(classes)), dtype=np.float64)
+    np.add.at(conf, (g, p), 1)
+    n, correct = conf.sum(), np.trace(conf)
+    pred_tot, gold_tot = conf.sum(axis=0), conf.sum(axis=1)
+    cov_pg = correct * n - pred_tot @ gold_tot
+    cov_pp = n * n - pred_tot @ pred_tot
+    cov_gg = n * n - gold_tot @ gold_tot
+    if cov_pp == 0 or cov_gg == 0:
+        return 0.0
+    return float(cov_pg / np.sqrt(cov_pp * cov_gg))
+
+
 def _prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
@@ -107,6 +133,13 @@ def pearson(pred, gold) -> float:
     if len(gold) < 2 or pred.std() == 0 or gold.std() == 0:
         return 0.0  # undefined (constant input); scipy would warn and return nan
     return float(pearsonr(pred, gold)[0])
+
+
+def spearman(pred, gold) -> float:
+    """Spearman rho = Pearson r of the ranks (ties get their mean rank), via scipy's rankdata."""
+    from scipy.stats import rankdata
+
+    return pearson(rankdata(np.asarray(pred, dtype=np.float64)), rankdata(np.asarray(gold, dtype=np.float64)))
 
 
 def seqeval_scores(gold_tags: list[list[str]], pred_tags: list[list[str]], macro: bool = False) -> dict:

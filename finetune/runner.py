@@ -34,6 +34,8 @@ class FinetuneArgs:
     train: str | None = None
     validation: str | None = None
     test: str | None = None
+    validation_mismatched: str | None = None   # MNLI: a second evaluated file (dev_mismatched.tsv)
+    test_mismatched: str | None = None
     # Trainer flags of LinkBERT's run_examples (HF defaults where they pass none)
     num_train_epochs: float = 3.0
     max_steps: int = -1
@@ -63,15 +65,28 @@ class FinetuneArgs:
     doc_stride: int = 128
     n_best_size: int = 20
     max_answer_length: int = 30
-    ignore_negative_class: bool = False
+    ignore_negative_class: bool = False     # = negative_label "0,false,DDI-false" (whichever the file has)
+    negative_label: str | None = None       # seqcls: label(s) of the class P/R/F1 leave out, comma-separated
     return_macro_metrics: bool = False
     no_document_regroup: bool = False
     text_fields: str | None = None           # e.g. "question,sentence" for GLUE QNLI-style files
+    glue_task: str | None = None             # set by the GLUE presets: .tsv files read as GLUE releases them
     max_train_samples: int | None = None    # first N rows only (quick runs, as in HF's run_* scripts)
     max_eval_samples: int | None = None
     max_predict_samples: int | None = None
     save_model: bool = True
     notes: list = field(default_factory=list)
+
+
+def resolve_model(name: str) -> Path:
+    """--model as a local folder: the folder itself, or the Hub snapshot of an id (fetched when online,
+    from the cache when offline), or a FinetuneError naming the id and how to fetch it."""
+    from data_prep.hub import HubError, resolve
+
+    try:
+        return resolve(name, "--model")
+    except HubError as e:
+        raise FinetuneError(str(e)) from None
 
 
 def check_model_dir(path: str | Path) -> dict:
@@ -97,6 +112,18 @@ def check_model_dir(path: str | Path) -> dict:
     if not any((path / n).is_file() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise FinetuneError(f"{path}: no tokenizer files (tokenizer.json or vocab.txt)")
     return cfg
+
+
+def _negative_labels(args: FinetuneArgs) -> tuple[str, ...]:
+    """Accepted spellings of the negative class: --negative_label A[,B], or the standard ones."""
+    from finetune.tasks.classification import STANDARD_NEGATIVE_LABELS
+
+    if args.negative_label:
+        names = tuple(n.strip() for n in str(args.negative_label).split(",") if n.strip())
+        if not names:
+            raise FinetuneError(f"--negative_label {args.negative_label!r}: give a label name, e.g. false")
+        return names
+    return STANDARD_NEGATIVE_LABELS if args.ignore_negative_class else ()
 
 
 def _precision(args: FinetuneArgs) -> tuple[bool, bool]:
@@ -140,41 +167,74 @@ def _training_arguments(args: FinetuneArgs, has_eval: bool):
     )
 
 
-def _read_split(task, path: str, split: str, limit: int | None = None) -> tuple[list[dict], bool]:
-    rows = read_jsonl(path)
+# files evaluated after training, in order, with the option naming each and its row limit
+EVAL_SPLITS = (("validation", "max_eval_samples"), ("validation_mismatched", "max_eval_samples"),
+               ("test", "max_predict_samples"), ("test_mismatched", "max_predict_samples"))
+
+
+def _read_split(task, path: str, split: str, limit: int | None = None, glue_task: str | None = None,
+                skipped: dict | None = None) -> tuple[list[dict], bool]:
+    if str(path).endswith(".tsv"):
+        if not glue_task:
+            raise FinetuneError(f"{path}: a .tsv file; GLUE's files are read with --preset "
+                                "cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli, other tasks take JSON Lines")
+        from finetune.glue import read_glue_tsv
+        rows, bad = read_glue_tsv(path, glue_task)
+        if skipped is not None:
+            skipped[split] = bad
+    else:
+        rows = read_jsonl(path)
     if limit is not None and limit > 0:
         rows = rows[:limit]
     has_gold = task.validate(rows, split)
     return rows, has_gold
 
 
+def _task_options(args: FinetuneArgs) -> TaskOptions:
+    extra, positive = (), None
+    if args.glue_task:
+        from finetune.glue import TASKS
+        if args.glue_task not in TASKS:
+            raise FinetuneError(f"unknown GLUE task {args.glue_task!r}; one of {', '.join(TASKS)}")
+        spec = TASKS[args.glue_task]
+        if spec.kind != args.task:
+            raise FinetuneError(f"GLUE {spec.name} is a {spec.kind} task, not --task {args.task}")
+        extra, positive = spec.metrics, spec.positive_label
+    return TaskOptions(
+        max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
+        max_answer_length=args.max_answer_length, negative_labels=_negative_labels(args),
+        macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup,
+        text_fields=tuple(f.strip() for f in (args.text_fields or "").split(",") if f.strip()),
+        extra_metrics=extra, positive_label=positive)
+
+
 def run_finetune(args: FinetuneArgs) -> dict:
     """Fine-tune (when `train` is given) and evaluate/predict; returns the metrics.json content."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # local directories only; never fetch from a hub
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.task not in TASK_KINDS:
         raise FinetuneError(f"unknown --task {args.task!r}; one of {', '.join(TASK_KINDS)}")
     if not (args.validation or args.test):
         raise FinetuneError("give --validation and/or --test (what to evaluate or predict)")
     if args.deepspeed and not Path(args.deepspeed).is_file():
         raise FinetuneError(f"{args.deepspeed}: no such DeepSpeed config file")
-    check_model_dir(args.model)
-    task = make_task(args.task, TaskOptions(
-        max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
-        max_answer_length=args.max_answer_length, ignore_negative_class=args.ignore_negative_class,
-        macro_metrics=args.return_macro_metrics, document_regroup=not args.no_document_regroup,
-        text_fields=tuple(f.strip() for f in (args.text_fields or "").split(",") if f.strip())))
+    model_dir = resolve_model(args.model)
+    # from here on everything is read from local folders (a Hub id was fetched or found in the cache above)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    check_model_dir(model_dir)
+    task = make_task(args.task, _task_options(args))
 
     import transformers
     from transformers import AutoConfig, AutoTokenizer, set_seed
 
     transformers.logging.set_verbosity_warning()
-    config = AutoConfig.from_pretrained(args.model, local_files_only=True)
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
 
     # rows first: a bad file should fail before the model is loaded
     splits_rows: dict[str, tuple[list[dict], bool]] = {}
+    skipped: dict[str, list[str]] = {}    # GLUE .tsv lines with a wrong number of columns, per split
     if args.train:
-        splits_rows["train"] = _read_split(task, args.train, "train", args.max_train_samples)
+        splits_rows["train"] = _read_split(task, args.train, "train", args.max_train_samples, args.glue_task,
+                                           skipped)
         task.fit_labels(splits_rows["train"][0])
     else:
         task.labels_from_config(config)
@@ -182,19 +242,19 @@ def run_finetune(args: FinetuneArgs) -> dict:
         if not any(a.endswith(head) for a in (config.architectures or [])):
             args.notes.append(f"{args.model} has no trained {head} head (architectures: {config.architectures}); "
                               "its predictions come from a randomly initialised head")
-    for name, path, limit in (("validation", args.validation, args.max_eval_samples),
-                              ("test", args.test, args.max_predict_samples)):
-        if path:
-            splits_rows[name] = _read_split(task, path, name, limit)
+    for name, limit in EVAL_SPLITS:
+        if getattr(args, name):
+            splits_rows[name] = _read_split(task, getattr(args, name), name, getattr(args, limit), args.glue_task,
+                                            skipped)
     for name, (rows, has_gold) in splits_rows.items():
         if has_gold and name != "train":
             task.check_labels(rows, name)
 
     set_seed(args.seed)   # before the head is created: its random init is part of the run
-    tokenizer = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     overrides = task.config_overrides() if args.train else {}
-    config = AutoConfig.from_pretrained(args.model, local_files_only=True, **overrides)
-    model = task.auto_model_class().from_pretrained(args.model, config=config, local_files_only=True)
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True, **overrides)
+    model = task.auto_model_class().from_pretrained(model_dir, config=config, local_files_only=True)
     if args.train:
         model.config.linkbert_finetune = task.task_info()
 
@@ -203,6 +263,8 @@ def run_finetune(args: FinetuneArgs) -> dict:
                             f"{tokenizer.model_max_length} positions")
     encoded: dict[str, Split] = {name: task.encode(rows, tokenizer, name, has_gold)
                                  for name, (rows, has_gold) in splits_rows.items()}
+    for name, lines in skipped.items():
+        encoded[name].note_ids("malformed_tsv_lines_skipped", lines)
     validation = encoded.get("validation")
     from finetune.trainer import TaskTrainer  # imports transformers' Trainer: only once inputs are checked
 
@@ -216,7 +278,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
 
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info: dict = {"options": {k: v for k, v in asdict(args).items() if k != "notes"},
+    info: dict = {"options": {k: v for k, v in asdict(args).items() if k != "notes"}, "model_path": str(model_dir),
                   "task_info": task.task_info(), "splits": {}}
     if "train" in encoded:
         result = trainer.train()
@@ -228,17 +290,19 @@ def run_finetune(args: FinetuneArgs) -> dict:
 
     all_metrics: dict[str, dict] = {}
     split_predictions: dict[str, dict] = {}
-    for name in ("validation", "test"):
+    for name, _ in EVAL_SPLITS:
         if name not in encoded:
             continue
-        predictions, metrics, stats = trainer.run_split(encoded[name], "eval" if name == "validation" else "test")
+        predictions, metrics, stats = trainer.run_split(encoded[name], "test" if name.startswith("test") else "eval")
         if encoded[name].has_gold:
             all_metrics[name] = metrics
         split_predictions[name] = predictions
-        info["splits"][name] = {**stats, "counts": encoded[name].counts, "has_gold": encoded[name].has_gold}
+        info["splits"][name] = {**stats, "counts": encoded[name].counts, "has_gold": encoded[name].has_gold,
+                                "first_ids": encoded[name].first_ids}
     if "train" in encoded:
         info["splits"]["train"] = {"examples": len(encoded["train"].rows),
-                                   "features": len(encoded["train"].features), "counts": encoded["train"].counts}
+                                   "features": len(encoded["train"].features), "counts": encoded["train"].counts,
+                                   "first_ids": encoded["train"].first_ids}
     info["notes"] = list(args.notes)
     if trainer.is_world_process_zero():   # under a distributed launch only rank 0 writes
         for name, predictions in split_predictions.items():
@@ -251,6 +315,9 @@ def run_finetune(args: FinetuneArgs) -> dict:
             nonzero = {k: v for k, v in s.get("counts", {}).items() if v and k != "windows"}
             if nonzero:
                 print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
+            for what, ids in s.get("first_ids", {}).items():
+                more = ", ..." if s["counts"].get(what, 0) > len(ids) else ""
+                print(f"linkbert-finetune: {name}: {what}: first {', '.join(ids)}{more}", file=sys.stderr)
     _cleanup_distributed()
     return all_metrics
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -21,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "tiny"                     # tiny | base | large | an HF config directory
-    init_from: str | None = None           # HF BERT directory whose weights start the run
+    init_from: str | None = None           # HF BERT directory or Hub id whose weights start the run
     dropout: float | None = None           # override hidden/attention dropout (None: the config's)
 
 
@@ -33,7 +34,7 @@ class DataConfig:
     mask_token_prob: float = 0.8           # of the chosen tokens: [MASK]
     random_token_prob: float = 0.1         # of the chosen tokens: a random token (the rest stay unchanged)
     whole_word: bool = False               # mask whole words ("##" continuation tokens join their word)
-    tokenizer: str | None = None           # vocab for whole-word masking (default: the init/model dir)
+    tokenizer: str | None = None           # vocab for whole-word masking: folder or Hub id (default: init dir)
     max_predictions: int | None = None     # masked slots per sequence (None: ceil(mask_prob*len)+1)
     held_out: int = 256                    # pairs kept out of training for the relation/MLM eval
     prefetch: int = 8                      # micro-batches read ahead by the background reader
@@ -132,6 +133,16 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# The vocabulary of each paper preset's released model (LINKBERT.md sections 1 and 4): LinkBERT continued
+# BERT's cased checkpoints; BioLinkBERT was trained from scratch with PubMedBERT's uncased vocabulary.
+PRESET_RECIPES: dict[str, dict] = {
+    "linkbert-base": {"init_from": "bert-base-cased", "vocab_size": 28996, "lowercase": False},
+    "linkbert-large": {"init_from": "bert-large-cased", "vocab_size": 28996, "lowercase": False},
+    "biolinkbert-base": {"vocab_size": 28895, "lowercase": True},
+    "biolinkbert-large": {"vocab_size": 28895, "lowercase": True},
+}
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Turn a file value or a command-line string into the field's declared type."""
     origin, args = get_origin(tp), get_args(tp)
@@ -225,6 +236,7 @@ def parse_override(text: str) -> dict:
 def build(preset: str | None = None, file: str | None = None, flags: dict | None = None,
           overrides: list[str] | None = None) -> RunConfig:
     cfg = RunConfig()
+    chosen = preset
     if preset:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -236,13 +248,72 @@ def build(preset: str | None = None, file: str | None = None, flags: dict | None
             if name not in PRESETS:
                 raise ConfigError(f"config file {file}: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
             apply(cfg, PRESETS[name], f"preset {name}")
+            chosen = name
         apply(cfg, data, f"config file {file}")
     if flags:
         apply(cfg, flags, "command line")
     for o in overrides or []:
         apply(cfg, parse_override(o), "command line")
     validate(cfg)
+    resolve_sources(cfg)
+    for warning in check_recipe(cfg, chosen):
+        print(f"linkbert-pretrain: warning: {warning}", file=sys.stderr)
     return cfg
+
+
+def resolve_sources(cfg: RunConfig) -> None:
+    """--init-from and data.tokenizer given as Hub ids become local snapshot folders (data_prep.hub:
+    fetched when online, from the Hub cache when offline), so the run reads local files only."""
+    from data_prep.hub import HubError, resolve
+
+    try:
+        if cfg.model.init_from:
+            cfg.model.init_from = str(resolve(cfg.model.init_from, "--init-from"))
+        if cfg.data.tokenizer:
+            cfg.data.tokenizer = str(resolve(cfg.data.tokenizer, "--data.tokenizer", weights=False))
+    except HubError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_recipe(cfg: RunConfig, preset: str | None) -> list[str]:
+    """Refuse a paper preset that would silently change its recipe; warnings for a vocabulary that
+    differs from the released model's (the data's manifest and --init-from's config are read)."""
+    recipe = PRESET_RECIPES.get(preset or "")
+    if recipe is None:
+        return []
+    case = "lower-cased" if recipe["lowercase"] else "cased"
+    want = f"{case}, {recipe['vocab_size']:,} tokens"
+    if "init_from" in recipe and not cfg.model.init_from:
+        raise ConfigError(f"preset {preset} continues pretraining from {recipe['init_from']} (the released models "
+                          f"use its {want} vocabulary): pass --init-from {recipe['init_from']} (a Hub id or a "
+                          "local folder), or use --model instead of the preset to train from scratch")
+    warnings = []
+    if cfg.model.init_from:
+        v = _json_or_none(Path(cfg.model.init_from) / "config.json").get("vocab_size")
+        if v is not None and v != recipe["vocab_size"]:
+            warnings.append(f"preset {preset} expects the released model's vocabulary ({want}); --init-from "
+                            f"{cfg.model.init_from} has {v:,} tokens")
+    for path in cfg.data.paths:
+        tok = _json_or_none(Path(path) / "manifest.json").get("tokenizer")
+        if not isinstance(tok, dict):
+            continue
+        v = tok.get("vocab_size")
+        norm = _json_or_none(Path(path) / str(tok.get("path", "tokenizer")) / "tokenizer.json").get("normalizer")
+        lower = norm.get("lowercase") if isinstance(norm, dict) else None
+        if (v is not None and v != recipe["vocab_size"]) or (lower is not None and lower != recipe["lowercase"]):
+            got = ", ".join(x for x in ("" if lower is None else "lower-cased" if lower else "cased",
+                                        "" if v is None else f"{v:,} tokens") if x)
+            warnings.append(f"preset {preset} expects the released model's vocabulary ({want}) but {path} was "
+                            f"built with another ({got}; linkbert-prep build --tokenizer)")
+    return warnings
+
+
+def _json_or_none(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def validate(cfg: RunConfig) -> None:

@@ -15,10 +15,14 @@ class TaskOptions:
     doc_stride: int = 128            # QA: overlap between windows of a long context
     n_best_size: int = 20            # QA: start/end candidates per window
     max_answer_length: int = 30      # QA: longest answer span in tokens
-    ignore_negative_class: bool = False   # seqcls: micro P/R/F1 without class id 0 (ChemProt/DDI/GAD)
+    # seqcls: micro P/R/F1 without the negative class (ChemProt/DDI/GAD), named by label: the accepted
+    # spellings of that one label (authors' files "0", raw ChemProt "false", raw DDI "DDI-false")
+    negative_labels: tuple[str, ...] = ()
     macro_metrics: bool = False      # NER: mean of per-type P/R/F1 (EBM PICO)
     document_regroup: bool = True    # multilabel: OR rows per document id before scoring (HoC)
     text_fields: tuple[str, ...] = ()  # seqcls/multilabel/regression: input fields (GLUE: question,sentence)
+    extra_metrics: tuple[str, ...] = ()  # GLUE: matthews_corrcoef, f1 (of positive_label), spearmanr
+    positive_label: str | None = None     # seqcls "f1": the class it is the F1 of (MRPC/QQP "1")
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -41,6 +45,13 @@ class Split:
     has_gold: bool
     extra: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)   # skipped/truncated things, reported in run_info
+    first_ids: dict[str, list[str]] = field(default_factory=dict)   # count name -> ids of its first rows
+
+    def note_ids(self, count: str, ids: list[str], keep: int = 5) -> None:
+        """Count `ids` under `count` and keep the first few, so a user can find those rows."""
+        self.counts[count] = len(ids)
+        if ids:
+            self.first_ids[count] = [str(i) for i in ids[:keep]]
 
     @property
     def dataset(self) -> ListDataset:

@@ -1,8 +1,10 @@
 """Sentence(-pair) classification, multi-label (HoC) and regression (BIOSSES) on one model class.
 
 Rows: `{id, sentence | sentence1 + sentence2, label}`. seqcls labels are strings (or ints), sorted as
-LinkBERT sorts them so that class id 0 is ChemProt/DDI/GAD's negative "0"/false label. HoC labels are a
-0/1 list per row (or a list of label names); regression labels are numbers.
+LinkBERT sorts them. The negative class that ChemProt/DDI/GAD's F1 leaves out is found by its name, not
+by its position: with the authors' files it is "0" (which sorts first), but with the raw releases it is
+"false" (ChemProt, after "CPR:3"...) or "DDI-false" (DDI, after "DDI-advise"...). HoC labels are a 0/1
+list per row (or a list of label names); regression labels are numbers.
 """
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from finetune.data_io import require
 from finetune.errors import FinetuneError
 from finetune.tasks.base import Split, Task, TaskOptions, stored_task_info
 
+# What --ignore_negative_class alone accepts as the negative label: the authors' "0" and the raw releases'
+# "false" (ChemProt) and "DDI-false" (DDI); a file must hold exactly one of them.
+STANDARD_NEGATIVE_LABELS = ("0", "false", "DDI-false")
+
 
 class ClassificationTask(Task):
     def __init__(self, kind: str, opts: TaskOptions):
@@ -22,6 +28,8 @@ class ClassificationTask(Task):
         self.multilabel_format = None    # "binary" (fixed-length 0/1 vector) or "names"
         self.num_binary = 0
         self.text_fields: tuple[str, ...] = ()
+        self.negative_label = None       # seqcls with negative_labels: the label left out of P/R/F1
+        self.positive_label = None       # seqcls with extra metric f1: the class it is the F1 of
 
     # -- data checks -------------------------------------------------------------------------------
     def validate(self, rows, split):
@@ -70,9 +78,11 @@ class ClassificationTask(Task):
                 raise FinetuneError(f"{train_rows[0]['_where'].rsplit(':', 1)[0]}: labels mix strings and "
                                     "numbers; use one type")
             self.labels = sorted({r["label"] for r in train_rows})
+            where = train_rows[0]['_where'].rsplit(':', 1)[0]
             if len(self.labels) < 2:
-                raise FinetuneError(f"{train_rows[0]['_where'].rsplit(':', 1)[0]}: only one label "
-                                    f"({self.labels[0]!r}) in the training file")
+                raise FinetuneError(f"{where}: only one label ({self.labels[0]!r}) in the training file")
+            self._find_negative(where)
+            self._find_positive(where)
         elif self.kind == "multilabel" and self.multilabel_format == "names":
             self.labels = sorted({x for r in train_rows for x in r["label"]})
 
@@ -83,6 +93,36 @@ class ClassificationTask(Task):
         self.labels = list(info.get("labels", []))
         self.multilabel_format = info.get("multilabel_format")
         self.num_binary = int(info.get("num_binary", 0))
+        if self.kind == "seqcls" and not self.opts.negative_labels and info.get("negative_label") is not None:
+            self.opts.negative_labels = (str(info["negative_label"]),)   # as the fine-tuning run scored it
+        where = f"{getattr(config, '_name_or_path', 'model')} (labels stored in config.json)"
+        self._find_negative(where)
+        self._find_positive(where)
+
+    def _find_positive(self, where: str) -> None:
+        if self.kind != "seqcls" or "f1" not in self.opts.extra_metrics:
+            return
+        hits = [v for v in self.labels if str(v) == str(self.opts.positive_label)]
+        if not hits:
+            raise FinetuneError(f"{where}: the class {self.opts.positive_label!r} whose F1 is reported never "
+                                f"occurs in the training labels ({', '.join(map(repr, map(str, self.labels)))})")
+        self.positive_label = hits[0]
+
+    def _find_negative(self, where: str) -> None:
+        """The one label that matches an accepted negative spelling, or a FinetuneError saying why not."""
+        if self.kind != "seqcls" or not self.opts.negative_labels:
+            return
+        spellings = self.opts.negative_labels
+        hits = [v for v in self.labels if str(v) in spellings]
+        named = "/".join(map(repr, spellings))
+        if not hits:
+            raise FinetuneError(f"{where}: the negative label {named} never occurs in the training labels "
+                                f"({', '.join(map(repr, map(str, self.labels)))}); name the negative class "
+                                "with --negative_label LABEL")
+        if len(hits) > 1:
+            raise FinetuneError(f"{where}: several labels could be the negative class "
+                                f"({', '.join(map(repr, map(str, hits)))}); name one with --negative_label LABEL")
+        self.negative_label = hits[0]
 
     def check_labels(self, rows, split):
         if self.kind == "seqcls":
@@ -120,7 +160,8 @@ class ClassificationTask(Task):
 
     def task_info(self):
         return {"task": self.kind, "labels": self.labels, "multilabel_format": self.multilabel_format,
-                "num_binary": self.num_binary, "text_fields": list(self.text_fields)}
+                "num_binary": self.num_binary, "text_fields": list(self.text_fields),
+                "negative_label": self.negative_label}
 
     # -- model I/O ---------------------------------------------------------------------------------
     def auto_model_class(self):
@@ -178,14 +219,21 @@ class ClassificationTask(Task):
         if self.kind == "regression":
             pred = [predictions[r["id"]] for r in rows]
             gold = [float(r["label"]) for r in rows]
-            return {"pearsonr": M.pearson(pred, gold),
-                    "mse": float(np.mean((np.asarray(pred) - np.asarray(gold)) ** 2))}
+            out = {"pearsonr": M.pearson(pred, gold),
+                   "mse": float(np.mean((np.asarray(pred) - np.asarray(gold)) ** 2))}
+            if "spearmanr" in self.opts.extra_metrics:
+                out["spearmanr"] = M.spearman(pred, gold)
+            return out
         if self.kind == "seqcls":
             pred = [self._index[predictions[r["id"]]] for r in rows]
             gold = [self._index[r["label"]] for r in rows]
             out = {"accuracy": M.accuracy(pred, gold)}
-            if self.opts.ignore_negative_class:
-                out.update(M.prf1_ignore_negative(pred, gold, negative_id=0))
+            if self.negative_label is not None:
+                out.update(M.prf1_ignore_negative(pred, gold, negative_id=self._index[self.negative_label]))
+            if "matthews_corrcoef" in self.opts.extra_metrics:
+                out["matthews_corrcoef"] = M.matthews_corrcoef(pred, gold)
+            if self.positive_label is not None:
+                out["f1"] = M.binary_f1(pred, gold, positive_id=self._index[self.positive_label])
             return out
         pred = np.array([self._target({"label": predictions[r["id"]]}) for r in rows], dtype=bool)
         gold = np.array([self._target(r) for r in rows], dtype=bool)

@@ -93,16 +93,18 @@ class QATask(Task):
                 f["start_positions"], f["end_positions"] = s_tok, e_tok
             feats.append(f)
             offsets.append(offs)
-        counts["answer_not_at_answer_start"] = len(bad_rows)
         if split == "train" and len(bad_rows) == len(rows):
             raise FinetuneError(f"{rows[0]['_where']}: no answer text is found at its answer_start; "
                                 "answer_start must be the character offset of the text in context")
         counts["windows"] = len(feats)
         counts.update(counts_q)
-        return Split(split, rows, feats, has_gold,
-                     extra={"example_of": [e for e in example_of if split != "train" or e not in bad_rows],
-                            "offsets": offsets},
-                     counts=counts)
+        out = Split(split, rows, feats, has_gold,
+                    extra={"example_of": [e for e in example_of if split != "train" or e not in bad_rows],
+                           "offsets": offsets},
+                    counts=counts)
+        # dropped from training, counted; the first ids (in file order) let a user find and fix them
+        out.note_ids("answer_not_at_answer_start", [rows[i]["id"] for i in sorted(bad_rows)])
+        return out
 
     def decode(self, split, logits):
         start_all, end_all = np.asarray(logits[0]), np.asarray(logits[1])

@@ -89,8 +89,8 @@ def test_presets_carry_run_examples_values_and_flags_override():
     # values typed in from LinkBERT's run_examples_blurb_biolinkbert-large.sh (ChemProt block)
     a = _args(["--preset", "chemprot-large"])
     assert (a.task, a.per_device_train_batch_size, a.gradient_accumulation_steps, a.learning_rate,
-            a.num_train_epochs, a.max_seq_length, a.warmup_ratio, a.fp16, a.ignore_negative_class) == \
-        ("seqcls", 16, 1, 2e-5, 4, 256, 0.5, True, True)
+            a.num_train_epochs, a.max_seq_length, a.warmup_ratio, a.fp16, a.negative_label) == \
+        ("seqcls", 16, 1, 2e-5, 4, 256, 0.5, True, "0,false")
     # base BIOSSES: seed 5; large JNLPBA: seed 3 and the (0.9, 0.98, 1e-6, wd 0.01) Adam settings
     assert _args(["--preset", "biosses"]).seed == 5
     j = _args(["--preset", "jnlpba-large"])

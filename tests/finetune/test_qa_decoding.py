@@ -101,3 +101,29 @@ def test_long_question_is_cut_not_fatal(minilm_dir, qlen):
     long_row = dict(row, question=" ".join(["why"] * qlen))
     split = task.encode([long_row], tok, "validation", True)
     assert split.counts["questions_truncated"] == 1 and len(split.features) >= 1
+
+
+def test_rows_with_answer_not_at_answer_start_are_named(minilm_dir, tmp_path, capsys):
+    """Dropped training rows are counted and the first few ids (file order) are kept and printed."""
+    import json
+
+    from finetune.cli import main
+    tok = AutoTokenizer.from_pretrained(minilm_dir)
+    task, _, row = _split(minilm_dir)
+    start = row["answers"]["answer_start"][0]
+    rows = [dict(row, id=f"ok{i}") for i in range(3)]
+    rows += [dict(row, id=f"bad{i}", answers={"text": ["12 weeks"], "answer_start": [start + 1 + i]})
+             for i in range(7)]
+    split = task.encode(rows, tok, "train", True)
+    assert split.counts["answer_not_at_answer_start"] == 7
+    assert split.first_ids == {"answer_not_at_answer_start": ["bad0", "bad1", "bad2", "bad3", "bad4"]}
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "_where"}) + "\n" for r in rows))
+    rc = main(["--task", "qa", "--model", str(minilm_dir), "--train", str(train), "--validation", str(train),
+               "--output", str(tmp_path / "o"), "--max_steps", "1", "--max_seq_length", "48", "--doc_stride", "16",
+               "--disable_tqdm", "--no_save_model"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "train: answer_not_at_answer_start: first bad0, bad1, bad2, bad3, bad4, ..." in err
+    info = json.loads((tmp_path / "o" / "run_info.json").read_text())
+    assert info["splits"]["train"]["first_ids"]["answer_not_at_answer_start"][0] == "bad0"

@@ -7,10 +7,11 @@ from pretrain.cli import config_from_args, main
 from pretrain.config import PRESETS, ConfigError, build, check_batch, fill_ds_config
 
 
-def test_precedence_preset_file_flags_overrides(tmp_path):
+def test_precedence_preset_file_flags_overrides(tmp_path, minilm_dir):
     f = tmp_path / "run.yaml"
     f.write_text("preset: linkbert-base\noptim:\n  lr: 1.0e-4\n  name: lamb\ntrain:\n  max_steps: 50\n")
     cfg, _ = config_from_args(["--config", str(f), "--data", "d1", "d2", "--output", "o", "--max-steps", "7",
+                               "--init-from", str(minilm_dir),
                                "--optim.betas=0.8,0.9", "--schedule.decay", "polynomial", "--lr", "2e-4"])
     assert cfg.model.name == "base"                     # from the preset named in the file
     assert cfg.train.global_batch_size == 2048          # preset
@@ -31,9 +32,9 @@ def test_file_formats(tmp_path, suffix, text):
     assert cfg.train.seed == 5 and cfg.data.whole_word is True
 
 
-def test_paper_presets():
+def test_paper_presets(minilm_dir):
     assert PRESETS["linkbert-tiny"]["optim"]["lr"] == 5e-3
-    cfg = build(preset="linkbert-large")
+    cfg = build(preset="linkbert-large", flags={"model": {"init_from": str(minilm_dir)}})
     assert (cfg.optim.lr, cfg.train.max_steps, cfg.optim.betas, cfg.optim.weight_decay) == (2e-4, 40000, (0.9, 0.98), 0.01)
     cfg = build(preset="biolinkbert-large")
     assert cfg.warmup_steps() == 12500 and cfg.train.global_batch_size == 8192 and cfg.optim.lr == 4e-4
