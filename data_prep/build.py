@@ -2,7 +2,7 @@
 
 Steps: (1) each rank tokenizes its share of the batches of lines (whole files when there are at least K
 files, else every K-th batch of each file) across its worker processes, appending token ids to a file in ``OUT/.work`` (the corpus never sits in memory);
-(2) rank 0 walks the batches in input order: document rows, duplicate ids, segment table, link graph;
+(2) rank 0 walks the batches in input order: document rows, duplicate ids, unit and chunk tables, link graph;
 (3) rank 0 samples the pairs (pure function of seed and anchor/dupe index) and shuffles them;
 (4) every rank writes its share of the shards across its workers; rank 0 writes the manifest.
 The work directory is on the output folder, so under MPI it must be a filesystem all ranks share.
@@ -29,12 +29,13 @@ from data_prep import segments as segments_mod
 from data_prep import shard_writer
 from data_prep.corpus import CorpusIndex, corpus_files, iter_file_lines
 from data_prep.errors import PrepError
-from data_prep.pairs import mix_of, sample_pairs
+from data_prep.pairs import MIX_POLICIES, mix_by_anchor_kind, mix_of, sample_pairs, sample_sentence_pairs
 from data_prep.parallel import make_pool, ordered_map, world
 from data_prep.segments import run_batch
 from data_prep.shard_writer import SegmentTable
 from data_prep.shards import DOCS, FORMAT, MANIFEST, RELATION_NAMES, VERSION, SpecialIds, token_dtype
 
+SEGMENTINGS = ("sentences", "fixed")
 BATCH_LINES = 256
 BATCH_BYTES = 1 << 20
 DEFAULT_SHARD_ROWS = 16384
@@ -52,6 +53,8 @@ class BuildOptions:
     dupe_factor: int = 1
     num_shards: int | None = None
     segment_len: int | None = None
+    segmenting: str = "sentences"
+    mix_policy: str = "global"
     linked_sampling: str = "inverse-indegree"
     partner_segment: str = "random"
     skip_bad_lines: bool = False
@@ -79,6 +82,10 @@ class BuildOptions:
             raise PrepError(f"--linked-sampling {self.linked_sampling}: use inverse-indegree or uniform")
         if self.partner_segment not in ("random", "lead"):
             raise PrepError(f"--partner-segment {self.partner_segment}: use random or lead")
+        if self.segmenting not in SEGMENTINGS:
+            raise PrepError(f"--segmenting {self.segmenting}: use {' or '.join(SEGMENTINGS)}")
+        if self.mix_policy not in MIX_POLICIES:
+            raise PrepError(f"--mix-policy {self.mix_policy}: use {' or '.join(MIX_POLICIES)}")
 
 
 def add_arguments(p) -> None:
@@ -92,8 +99,14 @@ def add_arguments(p) -> None:
     p.add_argument("--dupe-factor", type=int, default=1, help="independent pair draws per anchor segment")
     p.add_argument("--num-shards", type=int, default=None,
                    help=f"number of shards (default: one per {DEFAULT_SHARD_ROWS} pairs)")
-    p.add_argument("--segment-len", type=int, default=None, help="max tokens per segment "
-                   "(default (max_seq_len-3)//2)")
+    p.add_argument("--segmenting", default="sentences", choices=SEGMENTINGS,
+                   help="sentences: A/B split at a random sentence boundary of a chunk filling max_seq_len "
+                   "(BERT); fixed: A and B are whole segments of at most --segment-len tokens")
+    p.add_argument("--segment-len", type=int, default=None, help="fixed: max tokens per segment; sentences: "
+                   "longer sentences are cut into pieces of this size (default (max_seq_len-3)//2)")
+    p.add_argument("--mix-policy", default="global", choices=MIX_POLICIES,
+                   help="global: per-class probabilities so the overall mix hits --pair-mix; per-anchor: "
+                   "each anchor draws from the relations it can take in the --pair-mix proportions")
     p.add_argument("--linked-sampling", default="inverse-indegree", choices=("inverse-indegree", "uniform"))
     p.add_argument("--partner-segment", default="random", choices=("random", "lead"),
                    help="which segment of a random/linked partner document becomes B")
@@ -110,7 +123,8 @@ def run(args) -> int:
         raise PrepError(f"--pair-mix {args.pair_mix!r}: expected three numbers like 1,1,1") from None
     opts = BuildOptions(corpus=args.corpus, tokenizer=args.tokenizer, out=args.out, max_seq_len=args.max_seq_len,
                         seed=args.seed, workers=args.workers, pair_mix=mix, dupe_factor=args.dupe_factor,
-                        num_shards=args.num_shards, segment_len=args.segment_len,
+                        num_shards=args.num_shards, segment_len=args.segment_len, segmenting=args.segmenting,
+                        mix_policy=args.mix_policy,
                         linked_sampling=args.linked_sampling, partner_segment=args.partner_segment,
                         skip_bad_lines=args.skip_bad_lines, keep_work=args.keep_work, progress=not args.quiet)
     build(opts)
@@ -237,6 +251,7 @@ class Assembler:
         self.links = open(self.links_path, "wb")
         # one array per batch, not per document: 30M documents would otherwise be 90M tiny arrays
         self.seg_start, self.seg_len, self.nseg = [], [], []
+        self.chunk_units, self.nchunk = [], []
         self.tokens = 0
         self.cuts = 0
 
@@ -265,6 +280,8 @@ class Assembler:
         self.seg_start.append(starts[seg_keep])
         self.seg_len.append(res.seg_lens[seg_keep])
         self.nseg.append(res.nseg[keep])
+        self.chunk_units.append(res.chunk_units[np.repeat(keep, res.nchunk)])
+        self.nchunk.append(res.nchunk[keep])
         self.tokens += int(res.ntok[keep].sum())
         self.docs.write("".join(json.dumps({"id": d}, ensure_ascii=False) + "\n" for d in kept_ids))
         pickle.dump(kept_links, self.links, protocol=pickle.HIGHEST_PROTOCOL)
@@ -290,13 +307,34 @@ class Assembler:
             indptr[row + 1] = indptr[row] + len(t)
         indices = np.frombuffer(indices, dtype=np.int64).copy() if len(indices) else np.zeros(0, np.int64)
         indegree = np.bincount(indices, minlength=num_docs).astype(np.int64)
-        nseg = np.concatenate(self.nseg).astype(np.int64) if self.nseg else np.zeros(0, np.int64)
-        segs = SegmentTable(
-            start=np.concatenate(self.seg_start).astype(np.int64) if self.seg_start else np.zeros(0, np.int64),
-            length=np.concatenate(self.seg_len).astype(np.int32) if self.seg_len else np.zeros(0, np.int32),
-            doc=np.repeat(np.arange(num_docs, dtype=np.int64), nseg),
-            doc_seg_indptr=np.concatenate([[0], np.cumsum(nseg)]).astype(np.int64))
-        return segs, indptr, indices, indegree
+        def cat(parts, dtype):
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        nseg = cat(self.nseg, np.int64)
+        segs = SegmentTable(start=cat(self.seg_start, np.int64), length=cat(self.seg_len, np.int32),
+                            doc_seg_indptr=np.concatenate([[0], np.cumsum(nseg)]).astype(np.int64))
+        chunk_units = cat(self.chunk_units, np.int64)
+        chunks = Chunks(indptr=np.concatenate([[0], np.cumsum(chunk_units)]).astype(np.int64),
+                        doc=np.repeat(np.arange(num_docs, dtype=np.int64), cat(self.nchunk, np.int64)))
+        return segs, chunks, indptr, indices, indegree
+
+
+@dataclass
+class Chunks:
+    """Anchors: chunk c is the units [indptr[c], indptr[c+1]) of document doc[c]."""
+    indptr: np.ndarray
+    doc: np.ndarray
+
+
+def _sample(opts: BuildOptions, segs: SegmentTable, chunks: Chunks, indptr, indices, indegree):
+    common = dict(mix=opts.pair_mix, dupe_factor=opts.dupe_factor, seed=opts.seed,
+                  linked_sampling=opts.linked_sampling, partner_segment=opts.partner_segment,
+                  mix_policy=opts.mix_policy)
+    if opts.segmenting == "fixed":
+        return sample_pairs(segs.doc_seg_indptr, indptr, indices, indegree, **common)
+    unit_cum = np.concatenate([[0], np.cumsum(segs.length, dtype=np.int64)])
+    return sample_sentence_pairs(chunks.indptr, chunks.doc, unit_cum, segs.doc_seg_indptr, indptr, indices,
+                                 indegree, opts.max_seq_len - 3, **common)
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -356,7 +394,7 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     try:
         with open(token_path, "wb") as tf, open(meta_path, "wb") as mf:
             bar = tqdm(desc="tokenize", unit="doc", disable=not progress, file=sys.stderr)
-            config = (build_id, tok_json, opts.segment_len, tdtype)
+            config = (build_id, tok_json, opts.segmenting, opts.segment_len, opts.max_seq_len - 3, tdtype)
             tasks = ((config, b) for b in _batches(files, comm.rank, comm.size, counter))
             for res in ordered_map(run_batch, tasks, pool, opts.workers):
                 res.tokens.tofile(tf)
@@ -397,22 +435,22 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
                 asm.feed(res, int(bases[r]) + tok_off)
             for s in streams:
                 s.close()
-        segs, indptr, indices, indegree = asm.finish(progress)
+        segs, chunks, indptr, indices, indegree = asm.finish(progress)
         if segs.doc_seg_indptr[-1] == 0:
             raise PrepError(f"{', '.join(map(str, files))}: no usable documents "
                             f"({dict(asm.index.skipped)} skipped); nothing to build")
-        pairs = sample_pairs(segs.doc_seg_indptr, indptr, indices, indegree, opts.pair_mix, opts.dupe_factor,
-                             opts.seed, opts.linked_sampling, opts.partner_segment)
+        pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
         perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(len(pairs.label))
-        anchor, partner, label = pairs.anchor[perm], pairs.partner[perm], pairs.label[perm]
+        label = pairs.label[perm]
+        spans = {k: v[perm] for k, v in zip(SPANS, pairs.spans())}
         segs.save(work / "segments.npz")
-        np.savez(work / "pairs.npz", anchor=anchor, partner=partner, label=label)
+        np.savez(work / "pairs.npz", label=label, **spans)
         np.savez(out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
         n = len(label)
         num_shards = opts.num_shards or max(1, math.ceil(n / DEFAULT_SHARD_ROWS))
         if n and num_shards > n:
             raise PrepError(f"--num-shards {num_shards}: only {n} pairs; use at most {n} shards")
-        stats = _stats(asm, segs, pairs, label, indptr, indegree)
+        stats = _stats(asm, segs, chunks, pairs, label, spans, indptr, indegree, opts)
         return {"num_docs": asm.index.num_docs, "num_shards": num_shards, "stats": stats}
 
     summary = _on_rank0(comm, assemble_and_pair)
@@ -420,13 +458,13 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
 
     # (4) shards k = rank, rank + K, ... written by this rank's workers.
     with np.load(work / "pairs.npz") as z:  # NpzFile re-reads an array on every z[...]: read each once
-        p_anchor, p_partner, p_label = z["anchor"], z["partner"], z["label"]
+        p_spans, p_label = [z[k] for k in SPANS], z["label"]
     bounds = np.linspace(0, len(p_label), summary["num_shards"] + 1).round().astype(np.int64)
     width = max(5, len(str(summary["num_shards"] - 1)))
     config = (build_id, tuple(token_paths), tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
               summary["num_docs"])
-    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), p_anchor[bounds[k]:bounds[k + 1]],
-              p_partner[bounds[k]:bounds[k + 1]], p_label[bounds[k]:bounds[k + 1]])
+    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), tuple(a[bounds[k]:bounds[k + 1]] for a in p_spans),
+              p_label[bounds[k]:bounds[k + 1]])
              for k in range(comm.rank, summary["num_shards"], comm.size))
     mine = []
     bar = tqdm(total=len(range(comm.rank, summary["num_shards"], comm.size)), desc="shards", unit="shard",
@@ -447,7 +485,8 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
                                                                   "vocab_sha256")},
             "special_ids": asdict(special), "max_seq_len": opts.max_seq_len, "seed": opts.seed,
             "options": {"corpus": [str(f) for f in files], "pair_mix": list(opts.pair_mix),
-                        "dupe_factor": opts.dupe_factor, "segment_len": opts.segment_len,
+                        "dupe_factor": opts.dupe_factor, "segmenting": opts.segmenting,
+                        "segment_len": opts.segment_len, "mix_policy": opts.mix_policy,
                         "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
                         "skip_bad_lines": opts.skip_bad_lines, "num_shards": summary["num_shards"]},
             "docs": DOCS, "graph": "graph.npz",
@@ -464,10 +503,10 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         gap = max(abs(st["pairs"]["mix"][k] - st["pairs"]["target_mix"][k]) for k in RELATION_NAMES)
         if gap > 0.02:
             print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: too few anchors "
-                  "have a next segment or an out-link for it", file=sys.stderr)
+                  "have a next sentence or segment, or an out-link, for it", file=sys.stderr)
         mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
-        print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}) from {st['documents']['used']} "
-              f"documents, {st['segments']['total']} segments, {st['links']['used']} links, "
+        print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}, mean fill {st['pairs']['mean_fill']:.1%}) "
+              f"from {st['documents']['used']} documents, {st['segments']['total']} anchors, {st['links']['used']} links, "
               f"{st['tokens']} tokens in {time.time() - t0:.1f}s (tokenize {t_tok - t0:.1f}, graph+pairs "
               f"{t_pairs - t_tok:.1f}, shards {t_shards - t_pairs:.1f}) with {comm.size} rank(s) x {opts.workers} "
               f"worker(s) -> {out}", file=sys.stderr)
@@ -476,22 +515,34 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     return manifest
 
 
-def _stats(asm: Assembler, segs: SegmentTable, pairs, label: np.ndarray, indptr: np.ndarray,
-           indegree: np.ndarray) -> dict:
+SPANS = ("a_lo", "a_hi", "b_lo", "b_hi")
+
+
+def _stats(asm: Assembler, segs: SegmentTable, chunks: Chunks, pairs, label: np.ndarray, spans: dict,
+           indptr: np.ndarray, indegree: np.ndarray, opts: BuildOptions) -> dict:
     used = asm.index.num_docs
     docs = asm.index.document_stats(used)
     counts = {name: int((label == i).sum()) for i, name in enumerate(RELATION_NAMES)}
-    linked_partners = segs.doc[pairs.partner[pairs.label == 2]]
+    partner_doc = segs.doc_of(spans["b_lo"][label == 2])
+    ends = segs.start + segs.length
+    seq = (ends[spans["a_hi"] - 1] - segs.start[spans["a_lo"]] + ends[spans["b_hi"] - 1]
+           - segs.start[spans["b_lo"]] + 3)
+    anchor_doc = chunks.doc[pairs.anchor] if opts.segmenting == "sentences" else segs.doc_of(pairs.anchor)
+    has_links = np.diff(indptr)[anchor_doc] > 0
+    n_anchor = len(chunks.doc) if opts.segmenting == "sentences" else int(segs.doc_seg_indptr[-1])
+    chunk_tokens = asm.tokens / max(n_anchor, 1)
     return {
         "documents": docs,
         "links": asm.index.link_stats(),
         "tokens": asm.tokens,
-        "segments": {"total": int(segs.doc_seg_indptr[-1]), "long_sentences_cut": asm.cuts,
-                     "mean_tokens": float(segs.length.mean()) if len(segs.length) else 0.0},
+        "segments": {"segmenting": opts.segmenting, "total": n_anchor, "units": int(segs.doc_seg_indptr[-1]),
+                     "long_sentences_cut": asm.cuts, "mean_tokens": float(chunk_tokens)},
         "pairs": {"total": int(len(label)), **counts, "mix": mix_of(label),
-                  "target_mix": dict(zip(RELATION_NAMES, pairs.target_mix)),
+                  "target_mix": dict(zip(RELATION_NAMES, pairs.target_mix)), "mix_policy": opts.mix_policy,
+                  "mix_by_anchor": mix_by_anchor_kind(pairs.label, has_links),
+                  "mean_fill": float(seq.mean() / opts.max_seq_len) if len(seq) else 0.0,
                   "dropped_anchor_draws": pairs.dropped_anchor_draws},
         "graph": {"docs_with_links": int((np.diff(indptr) > 0).sum()),
                   "max_indegree": int(indegree.max()) if len(indegree) else 0,
-                  "distinct_linked_partners": int(len(np.unique(linked_partners)))},
+                  "distinct_linked_partners": int(len(np.unique(partner_doc)))},
     }

@@ -50,11 +50,20 @@ def uniforms(seed: int, anchor: np.ndarray, dupe: np.ndarray, stream: int) -> np
 
 @dataclass
 class Pairs:
-    anchor: np.ndarray    # global segment index of A
-    partner: np.ndarray   # global segment index of B
+    anchor: np.ndarray    # anchor index: global chunk (sentences) or segment (fixed) index
+    partner: np.ndarray   # global unit index where B starts
     label: np.ndarray     # int8 relation
     target_mix: tuple     # the mix actually aimed at (after "no links -> 50/50")
     dropped_anchor_draws: int  # (anchor, dupe) draws with no possible relation (one-document corpus)
+    a_lo: np.ndarray | None = None  # global unit span [a_lo, a_hi) of A and [partner, b_hi) of B
+    a_hi: np.ndarray | None = None  # (sentences segmenting; with fixed segments A and B are one unit)
+    b_hi: np.ndarray | None = None
+
+    def spans(self):
+        """(a_lo, a_hi, b_lo, b_hi) global unit indices, either segmenting."""
+        if self.a_lo is None:
+            return self.anchor, self.anchor + 1, self.partner, self.partner + 1
+        return self.a_lo, self.a_hi, self.partner, self.b_hi
 
 
 def fit_class_probs(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -136,41 +145,41 @@ def _fit_lp(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.n
     return np.divide(x, n[:, None], out=np.zeros_like(x), where=n[:, None] > 0)
 
 
-def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
-                 indegree: np.ndarray, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1, seed: int = 0,
-                 linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
-                 block_segments: int = 1 << 22) -> Pairs:
-    num_docs = len(doc_seg_indptr) - 1
-    num_segs = int(doc_seg_indptr[-1])
+MIX_POLICIES = ("global", "per-anchor")
+
+
+def _relation_plan(anchor_doc, has_next, num_docs, link_indptr, link_indices, mix, mix_policy):
+    """Anchor classes (bit 0 next, bit 1 random, bit 2 linked), per-class probabilities, target."""
     target = np.asarray(mix, dtype=np.float64)
     if len(link_indices) == 0 and target[LINKED] > 0:
         target[LINKED] = 0.0  # no links at all: BERT's contiguous/random setting (50/50 from thirds)
     target = target / target.sum()
-
-    seg_doc = np.repeat(np.arange(num_docs, dtype=np.int64), np.diff(doc_seg_indptr))
     outdeg = np.diff(link_indptr)
-    seg_ids = np.arange(num_segs, dtype=np.int64)
-    cls = ((seg_ids + 1 < doc_seg_indptr[seg_doc + 1]).astype(np.int8) * 1
-           + np.int8(2 if num_docs >= 2 else 0) + (outdeg[seg_doc] > 0).astype(np.int8) * 4)
-    del seg_ids
+    cls = (has_next.astype(np.int8) + np.int8(2 if num_docs >= 2 else 0)
+           + (outdeg[anchor_doc] > 0).astype(np.int8) * 4)
     counts = np.bincount(cls, minlength=8).astype(np.float64)
     class_allowed = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
-    probs = fit_class_probs(class_allowed, counts, target)
+    if mix_policy == "per-anchor":
+        # each anchor takes the target restricted to what it can take (thirds: uniform over them)
+        naive = class_allowed * target
+        tot = naive.sum(1, keepdims=True)
+        probs = np.divide(naive, tot, out=np.zeros_like(naive), where=tot > 0)
+    else:
+        probs = fit_class_probs(class_allowed, counts, target)
+    return cls, probs, target
+
+
+def _draws(cls, probs, dupe_factor, seed, block):
+    """Blocks of (anchor, dupe, label) draws, anchor-major; dropped counts draws with no relation."""
     cum = np.cumsum(probs, axis=1)
     live = probs.sum(1) > 0
     start = uniforms(seed, np.arange(8), np.zeros(8, np.int64), stream=0)
-    weights = None
-    if len(link_indices):
-        w = np.ones(len(link_indices)) if linked_sampling == "uniform" else 1.0 / indegree[link_indices]
-        weights = np.cumsum(w)
-
     E = int(dupe_factor)
     carry = np.zeros(8, dtype=np.int64)  # draws of each class in earlier blocks
-    parts = []
-    dropped = 0
+    n = len(cls)
     # Blocks of anchors bound the temporaries (a few arrays of block x E) on corpora with 100M+ draws.
-    for lo in range(0, num_segs, block_segments):
-        hi = min(num_segs, lo + block_segments)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
         anchor = np.repeat(np.arange(lo, hi, dtype=np.int64), E)
         dupe = np.tile(np.arange(E, dtype=np.int64), hi - lo)
         acls = cls[anchor]
@@ -185,22 +194,11 @@ def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indic
         del order_in_class
         label = ((u_rel >= cum[acls, 0]).astype(np.int8) + (u_rel >= cum[acls, 1]).astype(np.int8))
         keep = live[acls]
-        dropped += int((~keep).sum())
-        anchor, dupe, label = anchor[keep], dupe[keep], label[keep]
-        partner = _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_indices, weights,
-                            num_docs, seed, partner_segment)
-        parts.append((anchor, partner, label))
-    if parts:
-        anchor, partner, label = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    else:
-        anchor, partner, label = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
-    return Pairs(anchor, partner, label, tuple(float(x) for x in target), dropped)
+        yield anchor[keep], dupe[keep], label[keep], int((~keep).sum())
 
 
-def _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_indices, weights, num_docs, seed,
-              partner_segment) -> np.ndarray:
-    """Global segment index of B for each draw (its relation already decided)."""
-    doc = seg_doc[anchor]
+def _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, weights, num_docs, seed):
+    """Partner document of each random/linked draw (-1 for contiguous)."""
     partner_doc = np.full(len(anchor), -1, dtype=np.int64)
     u_doc = uniforms(seed, anchor, dupe, stream=1)
     m = label == RANDOM
@@ -214,19 +212,115 @@ def _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_in
         hi = weights[hi_idx - 1]
         pick = np.searchsorted(weights, lo + u_doc[m] * (hi - lo), side="right")
         partner_doc[m] = link_indices[np.clip(pick, lo_idx, hi_idx - 1)]
-    partner = np.empty(len(anchor), dtype=np.int64)
-    c = label == CONTIGUOUS
-    partner[c] = anchor[c] + 1
-    o = ~c
-    pd = partner_doc[o]
-    first = doc_seg_indptr[pd]
-    if partner_segment == "lead":
-        partner[o] = first
+    return partner_doc
+
+
+def _link_weights(link_indices, indegree, linked_sampling):
+    if not len(link_indices):
+        return None
+    w = np.ones(len(link_indices)) if linked_sampling == "uniform" else 1.0 / indegree[link_indices]
+    return np.cumsum(w)
+
+
+def _finish(parts, target, dropped, fields) -> Pairs:
+    if parts:
+        cols = [np.concatenate([p[i] for p in parts]) for i in range(len(fields))]
     else:
-        nseg = doc_seg_indptr[pd + 1] - first
-        u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
-        partner[o] = first + np.minimum(np.floor(u_seg * nseg).astype(np.int64), nseg - 1)
-    return partner
+        cols = [np.zeros(0, np.int8 if f == "label" else np.int64) for f in fields]
+    return Pairs(target_mix=tuple(float(x) for x in target), dropped_anchor_draws=dropped, **dict(zip(fields, cols)))
+
+
+def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
+                 indegree: np.ndarray, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1, seed: int = 0,
+                 linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
+                 block_segments: int = 1 << 22, mix_policy: str = "global") -> Pairs:
+    """Fixed segments: every segment is an anchor; contiguous B is the next segment of the document."""
+    num_docs = len(doc_seg_indptr) - 1
+    num_segs = int(doc_seg_indptr[-1])
+    seg_doc = np.repeat(np.arange(num_docs, dtype=np.int64), np.diff(doc_seg_indptr))
+    has_next = np.arange(1, num_segs + 1, dtype=np.int64) < doc_seg_indptr[seg_doc + 1]
+    cls, probs, target = _relation_plan(seg_doc, has_next, num_docs, link_indptr, link_indices, mix, mix_policy)
+    del has_next
+    weights = _link_weights(link_indices, indegree, linked_sampling)
+    parts, dropped = [], 0
+    for anchor, dupe, label, d in _draws(cls, probs, dupe_factor, seed, block_segments):
+        dropped += d
+        doc = seg_doc[anchor]
+        pd = _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, weights, num_docs, seed)
+        partner = np.empty(len(anchor), dtype=np.int64)
+        c = label == CONTIGUOUS
+        partner[c] = anchor[c] + 1
+        o = ~c
+        first = doc_seg_indptr[pd[o]]
+        if partner_segment == "lead":
+            partner[o] = first
+        else:
+            nseg = doc_seg_indptr[pd[o] + 1] - first
+            u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
+            partner[o] = first + np.minimum(np.floor(u_seg * nseg).astype(np.int64), nseg - 1)
+        parts.append((anchor, partner, label))
+    return _finish(parts, target, dropped, ("anchor", "partner", "label"))
+
+
+def sample_sentence_pairs(chunk_indptr: np.ndarray, chunk_doc: np.ndarray, unit_cum: np.ndarray,
+                          doc_unit_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
+                          indegree: np.ndarray, max_tokens: int, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1,
+                          seed: int = 0, linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
+                          block_chunks: int = 1 << 22, mix_policy: str = "global") -> Pairs:
+    """BERT-style pairs: every chunk (a run of whole sentences of <= max_tokens) is an anchor.
+
+    chunk_indptr [C+1]: the units of chunk c are [chunk_indptr[c], chunk_indptr[c+1]) (global unit
+    indices, chunks of a document back to back); unit_cum [U+1]: cumulative unit lengths in tokens.
+    - contiguous: the chunk is split after k of its n units (k uniform in 1..n-1): A the first k, B the rest;
+    - random/linked: A the chunk's first k units (k as above; 1 for a one-unit chunk), B the run of
+      whole units of the partner document that starts at a uniformly drawn unit (its first with
+      ``partner_segment="lead"``) and fills what A leaves of max_tokens; when the partner's end comes
+      first, the run reaches back to earlier units instead. If A leaves no room for the drawn unit, A
+      is shortened (never below one unit; units are at most max_tokens // 2 tokens).
+    """
+    num_docs = len(doc_unit_indptr) - 1
+    n_units = np.diff(chunk_indptr)
+    cls, probs, target = _relation_plan(chunk_doc, n_units >= 2, num_docs, link_indptr, link_indices, mix,
+                                        mix_policy)
+    weights = _link_weights(link_indices, indegree, linked_sampling)
+    parts, dropped = [], 0
+    for anchor, dupe, label, d in _draws(cls, probs, dupe_factor, seed, block_chunks):
+        dropped += d
+        doc = chunk_doc[anchor]
+        lo, n = chunk_indptr[anchor], n_units[anchor]
+        u_split = uniforms(seed, anchor, dupe, stream=3)
+        a_hi = lo + 1 + np.minimum(np.floor(u_split * np.maximum(n - 1, 1)).astype(np.int64), np.maximum(n - 2, 0))
+        b_lo = a_hi.copy()
+        b_hi = lo + n
+        o = label != CONTIGUOUS
+        if o.any():
+            pd = _partner_docs(doc[o], anchor[o], dupe[o], label[o], link_indptr, link_indices, weights,
+                               num_docs, seed)
+            first, last = doc_unit_indptr[pd], doc_unit_indptr[pd + 1]
+            if partner_segment == "lead":
+                s = first
+            else:
+                u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
+                s = first + np.minimum(np.floor(u_seg * (last - first)).astype(np.int64), last - first - 1)
+            lo_o = lo[o]
+            room_a = max_tokens - (unit_cum[s + 1] - unit_cum[s])  # A may take at most this
+            a_cap = np.searchsorted(unit_cum, unit_cum[lo_o] + room_a, side="right") - 1
+            a_o = np.maximum(np.minimum(a_hi[o], a_cap), lo_o + 1)
+            budget = max_tokens - (unit_cum[a_o] - unit_cum[lo_o])
+            e = np.minimum(np.searchsorted(unit_cum, unit_cum[s] + budget, side="right") - 1, last)
+            e = np.maximum(e, s + 1)
+            b = np.maximum(np.searchsorted(unit_cum, unit_cum[e] - budget, side="left"), first)
+            a_hi[o], b_lo[o], b_hi[o] = a_o, np.minimum(b, s), e
+        parts.append((anchor, lo, a_hi, b_lo, b_hi, label))
+    return _finish(parts, target, dropped, ("anchor", "a_lo", "a_hi", "partner", "b_hi", "label"))
+
+
+def mix_by_anchor_kind(label: np.ndarray, anchor_has_links: np.ndarray) -> dict:
+    """Relation mix separately for anchors whose document has out-links and for those without."""
+    out = {}
+    for name, m in (("with_links", anchor_has_links), ("without_links", ~anchor_has_links)):
+        out[name] = {"total": int(m.sum()), "mix": mix_of(label[m])}
+    return out
 
 
 def mix_of(labels: np.ndarray) -> dict:
