@@ -502,8 +502,10 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         st = manifest["stats"]
         gap = max(abs(st["pairs"]["mix"][k] - st["pairs"]["target_mix"][k]) for k in RELATION_NAMES)
         if gap > 0.02:
-            print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: too few anchors "
-                  "have a next sentence or segment, or an out-link, for it", file=sys.stderr)
+            why = ("--mix-policy per-anchor: each anchor draws only from the relations it can take"
+                   if opts.mix_policy == "per-anchor" else
+                   "too few anchors have a next sentence or segment, or an out-link, for it")
+            print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: {why}", file=sys.stderr)
         mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
         print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}, mean fill {st['pairs']['mean_fill']:.1%}) "
               f"from {st['documents']['used']} documents, {st['segments']['total']} anchors, {st['links']['used']} links, "
