@@ -29,7 +29,7 @@ from data_prep import segments as segments_mod
 from data_prep import shard_writer
 from data_prep.corpus import CorpusIndex, corpus_files, iter_file_lines
 from data_prep.errors import PrepError
-from data_prep.pairs import MIX_POLICIES, mix_by_anchor_kind, mix_of, sample_pairs, sample_sentence_pairs
+from data_prep.pairs import MIX_POLICIES, mix_of, sample_pairs, sample_sentence_pairs
 from data_prep.parallel import make_pool, ordered_map, world
 from data_prep.segments import run_batch
 from data_prep.shard_writer import SegmentTable
@@ -241,89 +241,116 @@ def _batches(files, rank: int, size: int, counts: dict):
 
 
 class Assembler:
-    """Walks tokenized batches in input order: rows, duplicate ids, segments, docs.jsonl, links file."""
+    """Walks tokenized batches in input order: rows, duplicate ids, units and chunks, docs.jsonl, links.
+
+    Everything per document or unit is kept in numpy arrays, one per batch (30M documents would
+    otherwise be 30M Python objects): ~12 bytes per document for the id table, 8 for its place, 8 for its
+    token offset, 2 per unit; links wait in a work file as id hashes until every id is known.
+    """
 
     def __init__(self, files, out: Path, work: Path, skip_bad_lines: bool):
         self.files = files
         self.index = CorpusIndex(skip_bad_lines=skip_bad_lines)
         self.docs = open(out / DOCS, "w", encoding="utf-8")
-        self.links_path = work / "links.pkl"
-        self.links = open(self.links_path, "wb")
-        # one array per batch, not per document: 30M documents would otherwise be 90M tiny arrays
-        self.seg_start, self.seg_len, self.nseg = [], [], []
-        self.chunk_units, self.nchunk = [], []
+        self.work = work
+        self.links = open(work / "links.bin", "wb")
+        self.link_batches = 0
+        self.unit_len, self.nseg, self.doc_start, self.chunk_units, self.nchunk = [], [], [], [], []
         self.tokens = 0
         self.cuts = 0
+
+    def _add_run(self, res, idx: list, keep: np.ndarray) -> None:
+        rows = self.index.add_batch([res.ids[i] for i in idx], res.id_hash[idx],
+                                    [(self.files[res.linenos[i][0]], res.linenos[i][1]) for i in idx])
+        keep[idx] = rows >= 0
 
     def feed(self, res, token_base: int) -> None:
         """``token_base``: global offset of this batch's first token."""
         ix = self.index
         self.cuts += res.cuts
         keep = np.zeros(len(res.reasons), dtype=bool)
-        kept_links, kept_ids = [], []
+        run: list = []  # valid lines since the last bad one: their ids are checked together, in order
         for i, reason in enumerate(res.reasons):
-            fi, lineno = res.linenos[i]
             ix.lines_in += 1
-            if reason is not None:
-                ix.reject(reason, self.files[fi], lineno, res.messages[i])
+            if reason is None:
+                run.append(i)
                 continue
-            if ix.add(res.ids[i], self.files[fi], lineno) is None:
-                continue
-            keep[i] = True
-            kept_ids.append(res.ids[i])
-            kept_links.append(res.links[i])
-        # A batch's tokens are its documents' tokens back to back and every segment follows the
-        # previous one, so segment starts are an exclusive cumulative sum over the whole batch.
-        lens = res.seg_lens.astype(np.int64)
-        starts = token_base + np.cumsum(lens) - lens
-        seg_keep = np.repeat(keep, res.nseg)
-        self.seg_start.append(starts[seg_keep])
-        self.seg_len.append(res.seg_lens[seg_keep])
-        self.nseg.append(res.nseg[keep])
-        self.chunk_units.append(res.chunk_units[np.repeat(keep, res.nchunk)])
-        self.nchunk.append(res.nchunk[keep])
+            if run:
+                self._add_run(res, run, keep)
+                run = []
+            fi, lineno = res.linenos[i]
+            ix.reject(reason, self.files[fi], lineno, res.messages[i])
+        if run:
+            self._add_run(res, run, keep)
+        # A batch's tokens are its documents' tokens back to back.
+        self.doc_start.append((token_base + np.cumsum(res.ntok) - res.ntok)[keep])
+        self.unit_len.append(res.seg_lens[np.repeat(keep, res.nseg)])
+        self.nseg.append(res.nseg[keep].astype(np.int32))
+        self.chunk_units.append(res.chunk_units[np.repeat(keep, res.nchunk)].astype(np.uint16))
+        self.nchunk.append(res.nchunk[keep].astype(np.int32))
         self.tokens += int(res.ntok[keep].sum())
-        self.docs.write("".join(json.dumps({"id": d}, ensure_ascii=False) + "\n" for d in kept_ids))
-        pickle.dump(kept_links, self.links, protocol=pickle.HIGHEST_PROTOCOL)
+        self.docs.write("".join(json.dumps({"id": res.ids[i]}, ensure_ascii=False) + "\n"
+                                for i in np.flatnonzero(keep)))
+        np.save(self.links, res.nlinks[keep])
+        np.save(self.links, res.link_hash[np.repeat(keep, res.nlinks)])
+        self.link_batches += 1
 
-    def _iter_links(self):
-        with open(self.links_path, "rb") as f:
-            while True:
-                try:
-                    yield from pickle.load(f)
-                except EOFError:
-                    return
+    def _graph(self, progress: bool):
+        """Resolve the links batch by batch into a CSR over document rows (int32 targets when they fit)."""
+        num_docs = self.index.num_docs
+        tdtype = np.int32 if num_docs < 2**31 else np.int64
+        indptr = np.zeros(num_docs + 1, dtype=np.int64)
+        row = 0
+        with open(self.work / "links.bin", "rb") as f, open(self.work / "link_rows.bin", "wb") as g:
+            for _ in tqdm(range(self.link_batches), desc="link graph", unit="batch", disable=not progress):
+                nl, th = np.load(f), np.load(f)
+                t, kept = self.index.resolve_batch(np.arange(row, row + len(nl)), nl, th)
+                t.astype(tdtype).tofile(g)
+                indptr[row + 1:row + 1 + len(nl)] = kept
+                row += len(nl)
+        np.cumsum(indptr, out=indptr)
+        self.index.release()  # ids are resolved: the id table is not needed any more
+        indices = np.fromfile(self.work / "link_rows.bin", dtype=tdtype)
+        indegree = np.bincount(indices, minlength=num_docs).astype(np.int32)
+        return indptr, indices, indegree
 
     def finish(self, progress: bool):
         self.docs.close()
         self.links.close()
-        num_docs = self.index.num_docs
-        indptr = np.zeros(num_docs + 1, dtype=np.int64)
-        indices = array("q")  # compact: a PubMed-sized graph has hundreds of millions of links
-        for row, links in enumerate(tqdm(self._iter_links(), total=num_docs, desc="link graph", unit="doc",
-                                         disable=not progress)):
-            t = self.index.resolve(row, links)
-            indices.extend(t)
-            indptr[row + 1] = indptr[row] + len(t)
-        indices = np.frombuffer(indices, dtype=np.int64).copy() if len(indices) else np.zeros(0, np.int64)
-        indegree = np.bincount(indices, minlength=num_docs).astype(np.int64)
-        def cat(parts, dtype):
-            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+        indptr, indices, indegree = self._graph(progress)
 
-        nseg = cat(self.nseg, np.int64)
-        segs = SegmentTable(start=cat(self.seg_start, np.int64), length=cat(self.seg_len, np.int32),
-                            doc_seg_indptr=np.concatenate([[0], np.cumsum(nseg)]).astype(np.int64))
-        chunk_units = cat(self.chunk_units, np.int64)
-        chunks = Chunks(indptr=np.concatenate([[0], np.cumsum(chunk_units)]).astype(np.int64),
-                        doc=np.repeat(np.arange(num_docs, dtype=np.int64), cat(self.nchunk, np.int64)))
+        def cat(name, dtype):
+            parts = getattr(self, name)
+            setattr(self, name, None)  # let each batch array go as soon as it is copied
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+        def indptr_of(counts):
+            out = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=out[1:])
+            return out
+
+        num_units = sum(len(a) for a in self.unit_len)
+        cum = np.zeros(num_units + 1, dtype=np.uint32)  # modulo 2**32: see SegmentTable
+        pos, total = 0, 0
+        for a in self.unit_len:
+            c = np.cumsum(a, dtype=np.uint64) + np.uint64(total)
+            cum[pos + 1:pos + 1 + len(a)] = c & np.uint64(0xFFFFFFFF)
+            if len(a):
+                total = int(c[-1])
+            pos += len(a)
+        self.unit_len = None
+        segs = SegmentTable(cum=cum, doc_seg_indptr=indptr_of(cat("nseg", np.int32)),
+                            doc_start=cat("doc_start", np.int64))
+        chunks = Chunks(indptr=indptr_of(cat("chunk_units", np.uint16)),
+                        doc_indptr=indptr_of(cat("nchunk", np.int32)))
         return segs, chunks, indptr, indices, indegree
 
 
 @dataclass
 class Chunks:
-    """Anchors: chunk c is the units [indptr[c], indptr[c+1]) of document doc[c]."""
+    """Anchors: chunk c is the units [indptr[c], indptr[c+1]); document d has chunks [doc_indptr[d], doc_indptr[d+1])."""
     indptr: np.ndarray
-    doc: np.ndarray
+    doc_indptr: np.ndarray
 
 
 def _sample(opts: BuildOptions, segs: SegmentTable, chunks: Chunks, indptr, indices, indegree):
@@ -332,8 +359,7 @@ def _sample(opts: BuildOptions, segs: SegmentTable, chunks: Chunks, indptr, indi
                   mix_policy=opts.mix_policy)
     if opts.segmenting == "fixed":
         return sample_pairs(segs.doc_seg_indptr, indptr, indices, indegree, **common)
-    unit_cum = np.concatenate([[0], np.cumsum(segs.length, dtype=np.int64)])
-    return sample_sentence_pairs(chunks.indptr, chunks.doc, unit_cum, segs.doc_seg_indptr, indptr, indices,
+    return sample_sentence_pairs(chunks.indptr, chunks.doc_indptr, segs.cum, segs.doc_seg_indptr, indptr, indices,
                                  indegree, opts.max_seq_len - 3, **common)
 
 
@@ -439,18 +465,25 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         if segs.doc_seg_indptr[-1] == 0:
             raise PrepError(f"{', '.join(map(str, files))}: no usable documents "
                             f"({dict(asm.index.skipped)} skipped); nothing to build")
-        pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
-        perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(len(pairs.label))
-        label = pairs.label[perm]
-        spans = {k: v[perm] for k, v in zip(SPANS, pairs.spans())}
         segs.save(work / "segments.npz")
-        np.savez(work / "pairs.npz", label=label, **spans)
+        segs.doc_start = None  # only the shard writers need it (from segments.npz)
         np.savez(out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
-        n = len(label)
+        pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
+        n = len(pairs.label)
         num_shards = opts.num_shards or max(1, math.ceil(n / DEFAULT_SHARD_ROWS))
         if n and num_shards > n:
             raise PrepError(f"--num-shards {num_shards}: only {n} pairs; use at most {n} shards")
-        stats = _stats(asm, segs, chunks, pairs, label, spans, indptr, indegree, opts)
+        n_anchor = len(chunks.indptr) - 1 if opts.segmenting == "sentences" else int(segs.doc_seg_indptr[-1])
+        stats = _stats(asm, segs, pairs, n_anchor, indptr, indegree, opts)
+        del segs, chunks, indices
+        # one global shuffle (Philox, keyed by the seed), applied one array at a time
+        perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(n)
+        cols = {}
+        for k in PAIR_FIELDS:
+            cols[k] = getattr(pairs, k)[perm]
+            setattr(pairs, k, None)
+        del perm
+        np.savez(work / "pairs.npz", **cols)
         return {"num_docs": asm.index.num_docs, "num_shards": num_shards, "stats": stats}
 
     summary = _on_rank0(comm, assemble_and_pair)
@@ -458,12 +491,13 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
 
     # (4) shards k = rank, rank + K, ... written by this rank's workers.
     with np.load(work / "pairs.npz") as z:  # NpzFile re-reads an array on every z[...]: read each once
-        p_spans, p_label = [z[k] for k in SPANS], z["label"]
+        cols = {k: z[k] for k in PAIR_FIELDS}
+    p_label = cols["label"]
     bounds = np.linspace(0, len(p_label), summary["num_shards"] + 1).round().astype(np.int64)
     width = max(5, len(str(summary["num_shards"] - 1)))
     config = (build_id, tuple(token_paths), tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
               summary["num_docs"])
-    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), tuple(a[bounds[k]:bounds[k + 1]] for a in p_spans),
+    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), _spans(cols, bounds[k], bounds[k + 1]),
               p_label[bounds[k]:bounds[k + 1]])
              for k in range(comm.rank, summary["num_shards"], comm.size))
     mine = []
@@ -517,34 +551,45 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     return manifest
 
 
-SPANS = ("a_lo", "a_hi", "b_lo", "b_hi")
+PAIR_FIELDS = ("a_lo", "a_units", "partner", "b_units", "label")
 
 
-def _stats(asm: Assembler, segs: SegmentTable, chunks: Chunks, pairs, label: np.ndarray, spans: dict,
-           indptr: np.ndarray, indegree: np.ndarray, opts: BuildOptions) -> dict:
+def _spans(cols: dict, lo: int, hi: int):
+    """(a_lo, a_hi, b_lo, b_hi) int64 unit spans of pairs [lo, hi)."""
+    a, b = cols["a_lo"][lo:hi].astype(np.int64), cols["partner"][lo:hi].astype(np.int64)
+    return a, a + cols["a_units"][lo:hi], b, b + cols["b_units"][lo:hi]
+
+
+def _stats(asm: Assembler, segs: SegmentTable, pairs, n_anchor: int, indptr: np.ndarray, indegree: np.ndarray,
+           opts: BuildOptions, block: int = 1 << 22) -> dict:
     used = asm.index.num_docs
-    docs = asm.index.document_stats(used)
+    label = pairs.label
     counts = {name: int((label == i).sum()) for i, name in enumerate(RELATION_NAMES)}
-    partner_doc = segs.doc_of(spans["b_lo"][label == 2])
-    ends = segs.start + segs.length
-    seq = (ends[spans["a_hi"] - 1] - segs.start[spans["a_lo"]] + ends[spans["b_hi"] - 1]
-           - segs.start[spans["b_lo"]] + 3)
-    anchor_doc = chunks.doc[pairs.anchor] if opts.segmenting == "sentences" else segs.doc_of(pairs.anchor)
-    has_links = np.diff(indptr)[anchor_doc] > 0
-    n_anchor = len(chunks.doc) if opts.segmenting == "sentences" else int(segs.doc_seg_indptr[-1])
-    chunk_tokens = asm.tokens / max(n_anchor, 1)
+    has_links = np.diff(indptr) > 0
+    filled, kinds = 0, np.zeros(6, np.int64)
+    partners = np.zeros(used, bool)
+    for lo in range(0, len(label), block):  # blocks: a PubMed build has ~40M pairs
+        a_lo, a_hi, b_lo, b_hi = pairs.spans(lo, lo + block)
+        lab = label[lo:lo + block]
+        filled += int(segs.tokens(a_lo, a_hi).sum() + segs.tokens(b_lo, b_hi).sum()) + 3 * len(lab)
+        kinds += np.bincount(has_links[segs.doc_of(a_lo)] * 3 + lab, minlength=6)
+        partners[segs.doc_of(b_lo[lab == 2])] = True
+    by_kind = {}
+    for name, row in (("with_links", kinds[3:]), ("without_links", kinds[:3])):
+        by_kind[name] = {"total": int(row.sum()),
+                         "mix": {k: float(row[i] / max(row.sum(), 1)) for i, k in enumerate(RELATION_NAMES)}}
     return {
-        "documents": docs,
+        "documents": asm.index.document_stats(used),
         "links": asm.index.link_stats(),
         "tokens": asm.tokens,
         "segments": {"segmenting": opts.segmenting, "total": n_anchor, "units": int(segs.doc_seg_indptr[-1]),
-                     "long_sentences_cut": asm.cuts, "mean_tokens": float(chunk_tokens)},
+                     "long_sentences_cut": asm.cuts, "mean_tokens": float(asm.tokens / max(n_anchor, 1))},
         "pairs": {"total": int(len(label)), **counts, "mix": mix_of(label),
                   "target_mix": dict(zip(RELATION_NAMES, pairs.target_mix)), "mix_policy": opts.mix_policy,
-                  "mix_by_anchor": mix_by_anchor_kind(pairs.label, has_links),
-                  "mean_fill": float(seq.mean() / opts.max_seq_len) if len(seq) else 0.0,
+                  "mix_by_anchor": by_kind,
+                  "mean_fill": float(filled / len(label) / opts.max_seq_len) if len(label) else 0.0,
                   "dropped_anchor_draws": pairs.dropped_anchor_draws},
-        "graph": {"docs_with_links": int((np.diff(indptr) > 0).sum()),
+        "graph": {"docs_with_links": int(has_links.sum()),
                   "max_indegree": int(indegree.max()) if len(indegree) else 0,
-                  "distinct_linked_partners": int(len(np.unique(partner_doc)))},
+                  "distinct_linked_partners": int(partners.sum())},
     }

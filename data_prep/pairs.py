@@ -50,20 +50,37 @@ def uniforms(seed: int, anchor: np.ndarray, dupe: np.ndarray, stream: int) -> np
 
 @dataclass
 class Pairs:
-    anchor: np.ndarray    # anchor index: global chunk (sentences) or segment (fixed) index
-    partner: np.ndarray   # global unit index where B starts
+    """Sampled pairs, compact (a PubMed build has ~40M): A = units [a_lo, a_lo + a_units), B = units
+    [partner, partner + b_units); unit indices are global (sentences, or fixed segments)."""
+    a_lo: np.ndarray
+    a_units: np.ndarray   # uint16
+    partner: np.ndarray
+    b_units: np.ndarray   # uint16
     label: np.ndarray     # int8 relation
     target_mix: tuple     # the mix actually aimed at (after "no links -> 50/50")
     dropped_anchor_draws: int  # (anchor, dupe) draws with no possible relation (one-document corpus)
-    a_lo: np.ndarray | None = None  # global unit span [a_lo, a_hi) of A and [partner, b_hi) of B
-    a_hi: np.ndarray | None = None  # (sentences segmenting; with fixed segments A and B are one unit)
-    b_hi: np.ndarray | None = None
 
-    def spans(self):
-        """(a_lo, a_hi, b_lo, b_hi) global unit indices, either segmenting."""
-        if self.a_lo is None:
-            return self.anchor, self.anchor + 1, self.partner, self.partner + 1
-        return self.a_lo, self.a_hi, self.partner, self.b_hi
+    @property
+    def anchor(self) -> np.ndarray:
+        """The anchor segment (fixed segmenting; with sentences, the chunk's first unit)."""
+        return self.a_lo
+
+    def spans(self, lo: int = 0, hi: int | None = None):
+        """(a_lo, a_hi, b_lo, b_hi) as int64, for pairs [lo, hi)."""
+        sl = slice(lo, hi)
+        a, b = self.a_lo[sl].astype(np.int64), self.partner[sl].astype(np.int64)
+        return a, a + self.a_units[sl], b, b + self.b_units[sl]
+
+
+def index_dtype(n: int) -> np.dtype:
+    """Smallest of uint32/int64 that holds indices below n."""
+    return np.dtype(np.uint32) if n < 2**32 else np.dtype(np.int64)
+
+
+def span_tokens(cum: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Tokens in units [lo, hi) from cumulative unit lengths kept modulo 2**32 (uint32 is enough: a
+    span is far shorter than 2**32 tokens even when the corpus is not)."""
+    return (cum[hi].astype(np.int64) - cum[lo].astype(np.int64)) & 0xFFFFFFFF
 
 
 def fit_class_probs(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -148,25 +165,25 @@ def _fit_lp(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.n
 MIX_POLICIES = ("global", "per-anchor")
 
 
-def _relation_plan(anchor_doc, has_next, num_docs, link_indptr, link_indices, mix, mix_policy):
-    """Anchor classes (bit 0 next, bit 1 random, bit 2 linked), per-class probabilities, target."""
+def _relation_plan(counts, num_docs, num_links, mix, mix_policy):
+    """Per-class relation probabilities (class bits: 0 next, 1 random, 2 linked) and the target."""
     target = np.asarray(mix, dtype=np.float64)
-    if len(link_indices) == 0 and target[LINKED] > 0:
+    if num_links == 0 and target[LINKED] > 0:
         target[LINKED] = 0.0  # no links at all: BERT's contiguous/random setting (50/50 from thirds)
     target = target / target.sum()
-    outdeg = np.diff(link_indptr)
-    cls = (has_next.astype(np.int8) + np.int8(2 if num_docs >= 2 else 0)
-           + (outdeg[anchor_doc] > 0).astype(np.int8) * 4)
-    counts = np.bincount(cls, minlength=8).astype(np.float64)
     class_allowed = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
+    if num_docs < 2:
+        class_allowed[:, RANDOM] = False
     if mix_policy == "per-anchor":
         # each anchor takes the target restricted to what it can take (thirds: uniform over them)
         naive = class_allowed * target
         tot = naive.sum(1, keepdims=True)
-        probs = np.divide(naive, tot, out=np.zeros_like(naive), where=tot > 0)
-    else:
-        probs = fit_class_probs(class_allowed, counts, target)
-    return cls, probs, target
+        return np.divide(naive, tot, out=np.zeros_like(naive), where=tot > 0), target
+    return fit_class_probs(class_allowed, counts, target), target
+
+
+def _classes(has_next: np.ndarray, has_links: np.ndarray, num_docs: int) -> np.ndarray:
+    return (has_next.astype(np.int8) + np.int8(2 if num_docs >= 2 else 0) + has_links.astype(np.int8) * 4)
 
 
 def _draws(cls, probs, dupe_factor, seed, block):
@@ -197,7 +214,32 @@ def _draws(cls, probs, dupe_factor, seed, block):
         yield anchor[keep], dupe[keep], label[keep], int((~keep).sum())
 
 
-def _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, weights, num_docs, seed):
+def _weighted_pick(lo: np.ndarray, hi: np.ndarray, u: np.ndarray, weight) -> np.ndarray:
+    """For each draw, a position in [lo, hi) chosen with probability proportional to weight(position).
+
+    Walks the ranges in lock step (as many steps as the longest range) instead of holding a
+    cumulative weight per link: the link arrays are the largest ones a PubMed build keeps.
+    """
+    total = np.zeros(len(lo))
+    width = hi - lo
+    for j in range(int(width.max()) if len(width) else 0):
+        m = np.flatnonzero(width > j)
+        total[m] += weight(lo[m] + j)
+    target = u * total
+    pick = hi - 1
+    acc = np.zeros(len(lo))
+    undecided = np.ones(len(lo), bool)
+    for j in range(int(width.max()) if len(width) else 0):
+        m = np.flatnonzero(undecided & (width > j))
+        acc[m] += weight(lo[m] + j)
+        hit = m[acc[m] > target[m]]
+        pick[hit] = lo[hit] + j
+        undecided[hit] = False
+    return pick
+
+
+def _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, indegree, linked_sampling, num_docs,
+                  seed):
     """Partner document of each random/linked draw (-1 for contiguous)."""
     partner_doc = np.full(len(anchor), -1, dtype=np.int64)
     u_doc = uniforms(seed, anchor, dupe, stream=1)
@@ -206,28 +248,33 @@ def _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, weights, 
     partner_doc[m] = j + (j >= doc[m])
     m = label == LINKED
     if m.any():
-        # weights: cumulative (1/in-degree or 1) over the CSR of out-links; a row's slice is its anchor's
-        lo_idx, hi_idx = link_indptr[doc[m]], link_indptr[doc[m] + 1]
-        lo = np.where(lo_idx > 0, weights[np.maximum(lo_idx - 1, 0)], 0.0)
-        hi = weights[hi_idx - 1]
-        pick = np.searchsorted(weights, lo + u_doc[m] * (hi - lo), side="right")
-        partner_doc[m] = link_indices[np.clip(pick, lo_idx, hi_idx - 1)]
+        lo, hi = link_indptr[doc[m]].astype(np.int64), link_indptr[doc[m] + 1].astype(np.int64)
+        if linked_sampling == "uniform":
+            pick = lo + np.minimum(np.floor(u_doc[m] * (hi - lo)).astype(np.int64), hi - lo - 1)
+        else:  # LinkBERT: proportional to 1 / in-degree of the target
+            pick = _weighted_pick(lo, hi, u_doc[m], lambda k: 1.0 / indegree[link_indices[k]])
+        partner_doc[m] = link_indices[pick]
     return partner_doc
 
 
-def _link_weights(link_indices, indegree, linked_sampling):
-    if not len(link_indices):
-        return None
-    w = np.ones(len(link_indices)) if linked_sampling == "uniform" else 1.0 / indegree[link_indices]
-    return np.cumsum(w)
+class _Out:
+    """Pairs written into preallocated compact arrays block by block (no concatenation at the end)."""
 
+    def __init__(self, capacity: int, num_units: int):
+        dt = index_dtype(num_units + 1)
+        self.cols = [np.empty(capacity, d) for d in (dt, np.uint16, dt, np.uint16, np.int8)]
+        self.n = 0
 
-def _finish(parts, target, dropped, fields) -> Pairs:
-    if parts:
-        cols = [np.concatenate([p[i] for p in parts]) for i in range(len(fields))]
-    else:
-        cols = [np.zeros(0, np.int8 if f == "label" else np.int64) for f in fields]
-    return Pairs(target_mix=tuple(float(x) for x in target), dropped_anchor_draws=dropped, **dict(zip(fields, cols)))
+    def add(self, a_lo, a_hi, b_lo, b_hi, label) -> None:
+        sl = slice(self.n, self.n + len(label))
+        for col, v in zip(self.cols, (a_lo, a_hi - a_lo, b_lo, b_hi - b_lo, label)):
+            col[sl] = v
+        self.n += len(label)
+
+    def pairs(self, target, dropped: int) -> Pairs:
+        cols = [c if len(c) == self.n else c[:self.n].copy() for c in self.cols]
+        self.cols = []
+        return Pairs(*cols, target_mix=tuple(float(x) for x in target), dropped_anchor_draws=dropped)
 
 
 def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
@@ -239,14 +286,16 @@ def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indic
     num_segs = int(doc_seg_indptr[-1])
     seg_doc = np.repeat(np.arange(num_docs, dtype=np.int64), np.diff(doc_seg_indptr))
     has_next = np.arange(1, num_segs + 1, dtype=np.int64) < doc_seg_indptr[seg_doc + 1]
-    cls, probs, target = _relation_plan(seg_doc, has_next, num_docs, link_indptr, link_indices, mix, mix_policy)
+    cls = _classes(has_next, np.diff(link_indptr)[seg_doc] > 0, num_docs)
     del has_next
-    weights = _link_weights(link_indices, indegree, linked_sampling)
-    parts, dropped = [], 0
+    probs, target = _relation_plan(np.bincount(cls, minlength=8).astype(np.float64), num_docs, len(link_indices),
+                                   mix, mix_policy)
+    out, dropped = _Out(num_segs * int(dupe_factor), num_segs), 0
     for anchor, dupe, label, d in _draws(cls, probs, dupe_factor, seed, block_segments):
         dropped += d
         doc = seg_doc[anchor]
-        pd = _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, weights, num_docs, seed)
+        pd = _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, indegree, linked_sampling,
+                           num_docs, seed)
         partner = np.empty(len(anchor), dtype=np.int64)
         c = label == CONTIGUOUS
         partner[c] = anchor[c] + 1
@@ -258,11 +307,37 @@ def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indic
             nseg = doc_seg_indptr[pd[o] + 1] - first
             u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
             partner[o] = first + np.minimum(np.floor(u_seg * nseg).astype(np.int64), nseg - 1)
-        parts.append((anchor, partner, label))
-    return _finish(parts, target, dropped, ("anchor", "partner", "label"))
+        out.add(anchor, anchor + 1, partner, partner + 1, label)
+    return out.pairs(target, dropped)
 
 
-def sample_sentence_pairs(chunk_indptr: np.ndarray, chunk_doc: np.ndarray, unit_cum: np.ndarray,
+def _last_within(cum, base: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """Largest e in [lo, hi] with span_tokens(cum, base, e) <= budget (true at lo; monotone in e)."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        act = np.flatnonzero(lo < hi)
+        if not len(act):
+            return lo
+        mid = (lo[act] + hi[act] + 1) // 2
+        ok = span_tokens(cum, base[act], mid) <= budget[act]
+        lo[act[ok]] = mid[ok]
+        hi[act[~ok]] = mid[~ok] - 1
+
+
+def _first_within(cum, end: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """Smallest b in [lo, hi] with span_tokens(cum, b, end) <= budget (true at hi; monotone in b)."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        act = np.flatnonzero(lo < hi)
+        if not len(act):
+            return hi
+        mid = (lo[act] + hi[act]) // 2
+        ok = span_tokens(cum, mid, end[act]) <= budget[act]
+        hi[act[ok]] = mid[ok]
+        lo[act[~ok]] = mid[~ok] + 1
+
+
+def sample_sentence_pairs(chunk_indptr: np.ndarray, doc_chunk_indptr: np.ndarray, unit_cum: np.ndarray,
                           doc_unit_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
                           indegree: np.ndarray, max_tokens: int, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1,
                           seed: int = 0, linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
@@ -270,7 +345,8 @@ def sample_sentence_pairs(chunk_indptr: np.ndarray, chunk_doc: np.ndarray, unit_
     """BERT-style pairs: every chunk (a run of whole sentences of <= max_tokens) is an anchor.
 
     chunk_indptr [C+1]: the units of chunk c are [chunk_indptr[c], chunk_indptr[c+1]) (global unit
-    indices, chunks of a document back to back); unit_cum [U+1]: cumulative unit lengths in tokens.
+    indices, chunks of a document back to back); doc_chunk_indptr [D+1]: the chunks of document d;
+    unit_cum [U+1]: cumulative unit lengths in tokens (may be kept modulo 2**32, see span_tokens).
     - contiguous: the chunk is split after k of its n units (k uniform in 1..n-1): A the first k, B the rest;
     - random/linked: A the chunk's first k units (k as above; 1 for a one-unit chunk), B the run of
       whole units of the partner document that starts at a uniformly drawn unit (its first with
@@ -279,47 +355,54 @@ def sample_sentence_pairs(chunk_indptr: np.ndarray, chunk_doc: np.ndarray, unit_
       is shortened (never below one unit; units are at most max_tokens // 2 tokens).
     """
     num_docs = len(doc_unit_indptr) - 1
-    n_units = np.diff(chunk_indptr)
-    cls, probs, target = _relation_plan(chunk_doc, n_units >= 2, num_docs, link_indptr, link_indices, mix,
-                                        mix_policy)
-    weights = _link_weights(link_indices, indegree, linked_sampling)
-    parts, dropped = [], 0
+    num_chunks = len(chunk_indptr) - 1
+    n_units = np.diff(chunk_indptr).astype(np.int32)
+    cls = np.empty(num_chunks, np.int8)
+    outdeg_pos = np.diff(link_indptr) > 0
+    for lo in range(0, num_chunks, block_chunks):  # blocks: no int64 per chunk at once
+        c = np.arange(lo, min(num_chunks, lo + block_chunks), dtype=np.int64)
+        doc = np.searchsorted(doc_chunk_indptr, c, side="right") - 1
+        cls[c] = _classes(n_units[c] >= 2, outdeg_pos[doc], num_docs)
+    del outdeg_pos
+    probs, target = _relation_plan(np.bincount(cls, minlength=8).astype(np.float64), num_docs, len(link_indices),
+                                   mix, mix_policy)
+    out, dropped = _Out(num_chunks * int(dupe_factor), len(unit_cum) - 1), 0
     for anchor, dupe, label, d in _draws(cls, probs, dupe_factor, seed, block_chunks):
         dropped += d
-        doc = chunk_doc[anchor]
-        lo, n = chunk_indptr[anchor], n_units[anchor]
+        doc = np.searchsorted(doc_chunk_indptr, anchor, side="right") - 1
+        lo, n = chunk_indptr[anchor].astype(np.int64), n_units[anchor].astype(np.int64)
         u_split = uniforms(seed, anchor, dupe, stream=3)
         a_hi = lo + 1 + np.minimum(np.floor(u_split * np.maximum(n - 1, 1)).astype(np.int64), np.maximum(n - 2, 0))
         b_lo = a_hi.copy()
         b_hi = lo + n
-        o = label != CONTIGUOUS
-        if o.any():
-            pd = _partner_docs(doc[o], anchor[o], dupe[o], label[o], link_indptr, link_indices, weights,
-                               num_docs, seed)
-            first, last = doc_unit_indptr[pd], doc_unit_indptr[pd + 1]
+        o = np.flatnonzero(label != CONTIGUOUS)
+        if len(o):
+            pd = _partner_docs(doc[o], anchor[o], dupe[o], label[o], link_indptr, link_indices, indegree,
+                               linked_sampling, num_docs, seed)
+            first, last = doc_unit_indptr[pd].astype(np.int64), doc_unit_indptr[pd + 1].astype(np.int64)
             if partner_segment == "lead":
                 s = first
             else:
                 u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
                 s = first + np.minimum(np.floor(u_seg * (last - first)).astype(np.int64), last - first - 1)
             lo_o = lo[o]
-            room_a = max_tokens - (unit_cum[s + 1] - unit_cum[s])  # A may take at most this
-            a_cap = np.searchsorted(unit_cum, unit_cum[lo_o] + room_a, side="right") - 1
-            a_o = np.maximum(np.minimum(a_hi[o], a_cap), lo_o + 1)
-            budget = max_tokens - (unit_cum[a_o] - unit_cum[lo_o])
-            e = np.minimum(np.searchsorted(unit_cum, unit_cum[s] + budget, side="right") - 1, last)
-            e = np.maximum(e, s + 1)
-            b = np.maximum(np.searchsorted(unit_cum, unit_cum[e] - budget, side="left"), first)
-            a_hi[o], b_lo[o], b_hi[o] = a_o, np.minimum(b, s), e
-        parts.append((anchor, lo, a_hi, b_lo, b_hi, label))
-    return _finish(parts, target, dropped, ("anchor", "a_lo", "a_hi", "partner", "b_hi", "label"))
+            room_a = max_tokens - span_tokens(unit_cum, s, s + 1)  # A may take at most this
+            a_o = _last_within(unit_cum, lo_o, lo_o + 1, a_hi[o], room_a)
+            budget = max_tokens - span_tokens(unit_cum, lo_o, a_o)
+            e = _last_within(unit_cum, s, s + 1, np.minimum(last, s + budget), budget)
+            b = _first_within(unit_cum, e, np.maximum(first, e - budget), s, budget)
+            a_hi[o], b_lo[o], b_hi[o] = a_o, b, e
+        out.add(lo, a_hi, b_lo, b_hi, label)
+    return out.pairs(target, dropped)
 
 
 def mix_by_anchor_kind(label: np.ndarray, anchor_has_links: np.ndarray) -> dict:
     """Relation mix separately for anchors whose document has out-links and for those without."""
+    counts = np.bincount(anchor_has_links.astype(np.int64) * 3 + label, minlength=6).reshape(2, 3)
     out = {}
-    for name, m in (("with_links", anchor_has_links), ("without_links", ~anchor_has_links)):
-        out[name] = {"total": int(m.sum()), "mix": mix_of(label[m])}
+    for name, row in (("with_links", counts[1]), ("without_links", counts[0])):
+        n = max(int(row.sum()), 1)
+        out[name] = {"total": int(row.sum()), "mix": {k: float(row[i] / n) for i, k in enumerate(RELATION_NAMES)}}
     return out
 
 

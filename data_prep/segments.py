@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.corpus import NO_TOKENS, parse_line
+from data_prep.corpus import NO_TOKENS, id_hashes, parse_line
 
 TERMINALS = (".", "!", "?", "。", "！", "？")
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
@@ -130,7 +130,9 @@ class BatchResult:
     reasons: list          # None for a document, else a skip reason
     messages: list
     ids: list
-    links: list
+    id_hash: np.ndarray    # [lines] uint64 hash of each id (0 for lines without one)
+    nlinks: np.ndarray     # [lines] links listed by each document (0 for skipped lines)
+    link_hash: np.ndarray  # uint64 hashes of the documents' links, line after line
     ntok: np.ndarray       # tokens per line (0 for skipped lines)
     nseg: np.ndarray       # units per line
     seg_lens: np.ndarray   # all units' lengths, line after line
@@ -156,6 +158,7 @@ class BatchTokenizer:
         todo = [i for i, p in enumerate(parsed) if p.reason is None]
         encs = self.tok.encode_batch([parsed[i].text for i in todo], add_special_tokens=False)
         n = len(lines)
+        unit_dtype = np.uint16 if self.segment_len <= 65535 else np.int32
         ntok = np.zeros(n, dtype=np.int64)
         nseg = np.zeros(n, dtype=np.int64)
         nchunk = np.zeros(n, dtype=np.int64)
@@ -179,10 +182,16 @@ class BatchTokenizer:
             toks.append(ids)
             seg_lens.extend(lens)
             chunk_units.extend(sizes)
+        docs = [i for i in todo if parsed[i].reason is None]
+        id_hash = np.zeros(n, dtype=np.uint64)
+        id_hash[docs] = id_hashes(parsed[i].id for i in docs)
+        nlinks = np.zeros(n, dtype=np.int64)
+        nlinks[docs] = [len(parsed[i].links) for i in docs]
         return BatchResult(
             linenos=[(fi, ln) for fi, ln, _ in lines], reasons=[p.reason for p in parsed],
-            messages=[p.message for p in parsed], ids=[p.id for p in parsed], links=[p.links for p in parsed],
-            ntok=ntok, nseg=nseg, seg_lens=np.asarray(seg_lens, dtype=np.int32), nchunk=nchunk,
+            messages=[p.message for p in parsed], ids=[p.id for p in parsed], id_hash=id_hash, nlinks=nlinks,
+            link_hash=id_hashes(t for i in docs for t in parsed[i].links),
+            ntok=ntok, nseg=nseg, seg_lens=np.asarray(seg_lens, dtype=unit_dtype), nchunk=nchunk,
             chunk_units=np.asarray(chunk_units, dtype=np.int32),
             tokens=np.concatenate(toks) if toks else np.zeros(0, self.dtype), cuts=cuts)
 
