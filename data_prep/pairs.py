@@ -163,6 +163,8 @@ def _fit_lp(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.n
 
 
 MIX_POLICIES = ("global", "per-anchor")
+# Anchors per block: the temporaries of a block (~250 bytes per draw) stay ~60 MB whatever the corpus size.
+BLOCK = 1 << 18
 
 
 def _relation_plan(counts, num_docs, num_links, mix, mix_policy):
@@ -280,7 +282,7 @@ class _Out:
 def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
                  indegree: np.ndarray, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1, seed: int = 0,
                  linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
-                 block_segments: int = 1 << 22, mix_policy: str = "global") -> Pairs:
+                 block_segments: int = BLOCK, mix_policy: str = "global") -> Pairs:
     """Fixed segments: every segment is an anchor; contiguous B is the next segment of the document."""
     num_docs = len(doc_seg_indptr) - 1
     num_segs = int(doc_seg_indptr[-1])
@@ -341,7 +343,7 @@ def sample_sentence_pairs(chunk_indptr: np.ndarray, doc_chunk_indptr: np.ndarray
                           doc_unit_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
                           indegree: np.ndarray, max_tokens: int, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1,
                           seed: int = 0, linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
-                          block_chunks: int = 1 << 22, mix_policy: str = "global") -> Pairs:
+                          block_chunks: int = BLOCK, mix_policy: str = "global") -> Pairs:
     """BERT-style pairs: every chunk (a run of whole sentences of <= max_tokens) is an anchor.
 
     chunk_indptr [C+1]: the units of chunk c are [chunk_indptr[c], chunk_indptr[c+1]) (global unit
@@ -356,13 +358,12 @@ def sample_sentence_pairs(chunk_indptr: np.ndarray, doc_chunk_indptr: np.ndarray
     """
     num_docs = len(doc_unit_indptr) - 1
     num_chunks = len(chunk_indptr) - 1
-    n_units = np.diff(chunk_indptr).astype(np.int32)
     cls = np.empty(num_chunks, np.int8)
     outdeg_pos = np.diff(link_indptr) > 0
     for lo in range(0, num_chunks, block_chunks):  # blocks: no int64 per chunk at once
         c = np.arange(lo, min(num_chunks, lo + block_chunks), dtype=np.int64)
         doc = np.searchsorted(doc_chunk_indptr, c, side="right") - 1
-        cls[c] = _classes(n_units[c] >= 2, outdeg_pos[doc], num_docs)
+        cls[c] = _classes(chunk_indptr[c + 1] - chunk_indptr[c] >= 2, outdeg_pos[doc], num_docs)
     del outdeg_pos
     probs, target = _relation_plan(np.bincount(cls, minlength=8).astype(np.float64), num_docs, len(link_indices),
                                    mix, mix_policy)
@@ -370,7 +371,8 @@ def sample_sentence_pairs(chunk_indptr: np.ndarray, doc_chunk_indptr: np.ndarray
     for anchor, dupe, label, d in _draws(cls, probs, dupe_factor, seed, block_chunks):
         dropped += d
         doc = np.searchsorted(doc_chunk_indptr, anchor, side="right") - 1
-        lo, n = chunk_indptr[anchor].astype(np.int64), n_units[anchor].astype(np.int64)
+        lo = chunk_indptr[anchor].astype(np.int64)
+        n = chunk_indptr[anchor + 1].astype(np.int64) - lo
         u_split = uniforms(seed, anchor, dupe, stream=3)
         a_hi = lo + 1 + np.minimum(np.floor(u_split * np.maximum(n - 1, 1)).astype(np.int64), np.maximum(n - 2, 0))
         b_lo = a_hi.copy()
