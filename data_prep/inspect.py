@@ -69,10 +69,15 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
     d, lk, p = st["documents"], st["links"], st["pairs"]
     lines.append(f"documents: {d['in']} in, {d['used']} used, skipped {_nonzero(d['skipped'])}")
     lines.append(f"links: {lk['in']} in, {lk['used']} used, dropped {_nonzero(lk['dropped'])}")
-    lines.append(f"segments: {st['segments']['total']} (mean {st['segments']['mean_tokens']:.1f} tokens), "
-                 f"tokens {st['tokens']}")
+    sg = st["segments"]
+    lines.append(f"anchors: {sg['total']} {'chunks' if sg.get('segmenting', 'sentences') == 'sentences' else 'segments'}"
+                 f" (mean {sg['mean_tokens']:.1f} tokens) of {sg.get('units', sg['total'])} units, tokens {st['tokens']}")
     lines.append("pairs: " + f"{p['total']} = " + ", ".join(
-        f"{n} {p[n]} ({p['mix'][n]:.1%}, target {p['target_mix'][n]:.1%})" for n in RELATION_NAMES))
+        f"{n} {p[n]} ({p['mix'][n]:.1%}, target {p['target_mix'][n]:.1%})" for n in RELATION_NAMES)
+        + (f"; mean fill {p['mean_fill']:.1%}, mix policy {p.get('mix_policy', 'global')}" if "mean_fill" in p else ""))
+    for kind, v in p.get("mix_by_anchor", {}).items():
+        lines.append(f"  anchors {kind.replace('_', ' ')}: {v['total']} pairs, " + ", ".join(
+            f"{n} {v['mix'][n]:.1%}" for n in RELATION_NAMES))
     # Only small per-row arrays are read whole; token rows are read for the shown pairs alone.
     data = load_pairs(dataset_dir, ("pair_labels", "partner_doc"))
     doc_ids = load_doc_ids(dataset_dir)

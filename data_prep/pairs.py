@@ -50,11 +50,37 @@ def uniforms(seed: int, anchor: np.ndarray, dupe: np.ndarray, stream: int) -> np
 
 @dataclass
 class Pairs:
-    anchor: np.ndarray    # global segment index of A
-    partner: np.ndarray   # global segment index of B
+    """Sampled pairs, compact (a PubMed build has ~40M): A = units [a_lo, a_lo + a_units), B = units
+    [partner, partner + b_units); unit indices are global (sentences, or fixed segments)."""
+    a_lo: np.ndarray
+    a_units: np.ndarray   # uint16
+    partner: np.ndarray
+    b_units: np.ndarray   # uint16
     label: np.ndarray     # int8 relation
     target_mix: tuple     # the mix actually aimed at (after "no links -> 50/50")
     dropped_anchor_draws: int  # (anchor, dupe) draws with no possible relation (one-document corpus)
+
+    @property
+    def anchor(self) -> np.ndarray:
+        """The anchor segment (fixed segmenting; with sentences, the chunk's first unit)."""
+        return self.a_lo
+
+    def spans(self, lo: int = 0, hi: int | None = None):
+        """(a_lo, a_hi, b_lo, b_hi) as int64, for pairs [lo, hi)."""
+        sl = slice(lo, hi)
+        a, b = self.a_lo[sl].astype(np.int64), self.partner[sl].astype(np.int64)
+        return a, a + self.a_units[sl], b, b + self.b_units[sl]
+
+
+def index_dtype(n: int) -> np.dtype:
+    """Smallest of uint32/int64 that holds indices below n."""
+    return np.dtype(np.uint32) if n < 2**32 else np.dtype(np.int64)
+
+
+def span_tokens(cum: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Tokens in units [lo, hi) from cumulative unit lengths kept modulo 2**32 (uint32 is enough: a
+    span is far shorter than 2**32 tokens even when the corpus is not)."""
+    return (cum[hi].astype(np.int64) - cum[lo].astype(np.int64)) & 0xFFFFFFFF
 
 
 def fit_class_probs(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -136,41 +162,43 @@ def _fit_lp(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.n
     return np.divide(x, n[:, None], out=np.zeros_like(x), where=n[:, None] > 0)
 
 
-def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
-                 indegree: np.ndarray, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1, seed: int = 0,
-                 linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
-                 block_segments: int = 1 << 22) -> Pairs:
-    num_docs = len(doc_seg_indptr) - 1
-    num_segs = int(doc_seg_indptr[-1])
+MIX_POLICIES = ("global", "per-anchor")
+# Anchors per block: the temporaries of a block (~250 bytes per draw) stay ~60 MB whatever the corpus size.
+BLOCK = 1 << 18
+
+
+def _relation_plan(counts, num_docs, num_links, mix, mix_policy):
+    """Per-class relation probabilities (class bits: 0 next, 1 random, 2 linked) and the target."""
     target = np.asarray(mix, dtype=np.float64)
-    if len(link_indices) == 0 and target[LINKED] > 0:
+    if num_links == 0 and target[LINKED] > 0:
         target[LINKED] = 0.0  # no links at all: BERT's contiguous/random setting (50/50 from thirds)
     target = target / target.sum()
-
-    seg_doc = np.repeat(np.arange(num_docs, dtype=np.int64), np.diff(doc_seg_indptr))
-    outdeg = np.diff(link_indptr)
-    seg_ids = np.arange(num_segs, dtype=np.int64)
-    cls = ((seg_ids + 1 < doc_seg_indptr[seg_doc + 1]).astype(np.int8) * 1
-           + np.int8(2 if num_docs >= 2 else 0) + (outdeg[seg_doc] > 0).astype(np.int8) * 4)
-    del seg_ids
-    counts = np.bincount(cls, minlength=8).astype(np.float64)
     class_allowed = ((np.arange(8)[:, None] >> np.arange(3)) & 1).astype(bool)
-    probs = fit_class_probs(class_allowed, counts, target)
+    if num_docs < 2:
+        class_allowed[:, RANDOM] = False
+    if mix_policy == "per-anchor":
+        # each anchor takes the target restricted to what it can take (thirds: uniform over them)
+        naive = class_allowed * target
+        tot = naive.sum(1, keepdims=True)
+        return np.divide(naive, tot, out=np.zeros_like(naive), where=tot > 0), target
+    return fit_class_probs(class_allowed, counts, target), target
+
+
+def _classes(has_next: np.ndarray, has_links: np.ndarray, num_docs: int) -> np.ndarray:
+    return (has_next.astype(np.int8) + np.int8(2 if num_docs >= 2 else 0) + has_links.astype(np.int8) * 4)
+
+
+def _draws(cls, probs, dupe_factor, seed, block):
+    """Blocks of (anchor, dupe, label) draws, anchor-major; dropped counts draws with no relation."""
     cum = np.cumsum(probs, axis=1)
     live = probs.sum(1) > 0
     start = uniforms(seed, np.arange(8), np.zeros(8, np.int64), stream=0)
-    weights = None
-    if len(link_indices):
-        w = np.ones(len(link_indices)) if linked_sampling == "uniform" else 1.0 / indegree[link_indices]
-        weights = np.cumsum(w)
-
     E = int(dupe_factor)
     carry = np.zeros(8, dtype=np.int64)  # draws of each class in earlier blocks
-    parts = []
-    dropped = 0
+    n = len(cls)
     # Blocks of anchors bound the temporaries (a few arrays of block x E) on corpora with 100M+ draws.
-    for lo in range(0, num_segs, block_segments):
-        hi = min(num_segs, lo + block_segments)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
         anchor = np.repeat(np.arange(lo, hi, dtype=np.int64), E)
         dupe = np.tile(np.arange(E, dtype=np.int64), hi - lo)
         acls = cls[anchor]
@@ -185,22 +213,36 @@ def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indic
         del order_in_class
         label = ((u_rel >= cum[acls, 0]).astype(np.int8) + (u_rel >= cum[acls, 1]).astype(np.int8))
         keep = live[acls]
-        dropped += int((~keep).sum())
-        anchor, dupe, label = anchor[keep], dupe[keep], label[keep]
-        partner = _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_indices, weights,
-                            num_docs, seed, partner_segment)
-        parts.append((anchor, partner, label))
-    if parts:
-        anchor, partner, label = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    else:
-        anchor, partner, label = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
-    return Pairs(anchor, partner, label, tuple(float(x) for x in target), dropped)
+        yield anchor[keep], dupe[keep], label[keep], int((~keep).sum())
 
 
-def _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_indices, weights, num_docs, seed,
-              partner_segment) -> np.ndarray:
-    """Global segment index of B for each draw (its relation already decided)."""
-    doc = seg_doc[anchor]
+def _weighted_pick(lo: np.ndarray, hi: np.ndarray, u: np.ndarray, weight) -> np.ndarray:
+    """For each draw, a position in [lo, hi) chosen with probability proportional to weight(position).
+
+    Walks the ranges in lock step (as many steps as the longest range) instead of holding a
+    cumulative weight per link: the link arrays are the largest ones a PubMed build keeps.
+    """
+    total = np.zeros(len(lo))
+    width = hi - lo
+    for j in range(int(width.max()) if len(width) else 0):
+        m = np.flatnonzero(width > j)
+        total[m] += weight(lo[m] + j)
+    target = u * total
+    pick = hi - 1
+    acc = np.zeros(len(lo))
+    undecided = np.ones(len(lo), bool)
+    for j in range(int(width.max()) if len(width) else 0):
+        m = np.flatnonzero(undecided & (width > j))
+        acc[m] += weight(lo[m] + j)
+        hit = m[acc[m] > target[m]]
+        pick[hit] = lo[hit] + j
+        undecided[hit] = False
+    return pick
+
+
+def _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, indegree, linked_sampling, num_docs,
+                  seed):
+    """Partner document of each random/linked draw (-1 for contiguous)."""
     partner_doc = np.full(len(anchor), -1, dtype=np.int64)
     u_doc = uniforms(seed, anchor, dupe, stream=1)
     m = label == RANDOM
@@ -208,25 +250,162 @@ def _partners(anchor, dupe, label, seg_doc, doc_seg_indptr, link_indptr, link_in
     partner_doc[m] = j + (j >= doc[m])
     m = label == LINKED
     if m.any():
-        # weights: cumulative (1/in-degree or 1) over the CSR of out-links; a row's slice is its anchor's
-        lo_idx, hi_idx = link_indptr[doc[m]], link_indptr[doc[m] + 1]
-        lo = np.where(lo_idx > 0, weights[np.maximum(lo_idx - 1, 0)], 0.0)
-        hi = weights[hi_idx - 1]
-        pick = np.searchsorted(weights, lo + u_doc[m] * (hi - lo), side="right")
-        partner_doc[m] = link_indices[np.clip(pick, lo_idx, hi_idx - 1)]
-    partner = np.empty(len(anchor), dtype=np.int64)
-    c = label == CONTIGUOUS
-    partner[c] = anchor[c] + 1
-    o = ~c
-    pd = partner_doc[o]
-    first = doc_seg_indptr[pd]
-    if partner_segment == "lead":
-        partner[o] = first
-    else:
-        nseg = doc_seg_indptr[pd + 1] - first
-        u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
-        partner[o] = first + np.minimum(np.floor(u_seg * nseg).astype(np.int64), nseg - 1)
-    return partner
+        lo, hi = link_indptr[doc[m]].astype(np.int64), link_indptr[doc[m] + 1].astype(np.int64)
+        if linked_sampling == "uniform":
+            pick = lo + np.minimum(np.floor(u_doc[m] * (hi - lo)).astype(np.int64), hi - lo - 1)
+        else:  # LinkBERT: proportional to 1 / in-degree of the target
+            pick = _weighted_pick(lo, hi, u_doc[m], lambda k: 1.0 / indegree[link_indices[k]])
+        partner_doc[m] = link_indices[pick]
+    return partner_doc
+
+
+class _Out:
+    """Pairs written into preallocated compact arrays block by block (no concatenation at the end)."""
+
+    def __init__(self, capacity: int, num_units: int):
+        dt = index_dtype(num_units + 1)
+        self.cols = [np.empty(capacity, d) for d in (dt, np.uint16, dt, np.uint16, np.int8)]
+        self.n = 0
+
+    def add(self, a_lo, a_hi, b_lo, b_hi, label) -> None:
+        sl = slice(self.n, self.n + len(label))
+        for col, v in zip(self.cols, (a_lo, a_hi - a_lo, b_lo, b_hi - b_lo, label)):
+            col[sl] = v
+        self.n += len(label)
+
+    def pairs(self, target, dropped: int) -> Pairs:
+        cols = [c if len(c) == self.n else c[:self.n].copy() for c in self.cols]
+        self.cols = []
+        return Pairs(*cols, target_mix=tuple(float(x) for x in target), dropped_anchor_draws=dropped)
+
+
+def sample_pairs(doc_seg_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
+                 indegree: np.ndarray, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1, seed: int = 0,
+                 linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
+                 block_segments: int = BLOCK, mix_policy: str = "global") -> Pairs:
+    """Fixed segments: every segment is an anchor; contiguous B is the next segment of the document."""
+    num_docs = len(doc_seg_indptr) - 1
+    num_segs = int(doc_seg_indptr[-1])
+    seg_doc = np.repeat(np.arange(num_docs, dtype=np.int64), np.diff(doc_seg_indptr))
+    has_next = np.arange(1, num_segs + 1, dtype=np.int64) < doc_seg_indptr[seg_doc + 1]
+    cls = _classes(has_next, np.diff(link_indptr)[seg_doc] > 0, num_docs)
+    del has_next
+    probs, target = _relation_plan(np.bincount(cls, minlength=8).astype(np.float64), num_docs, len(link_indices),
+                                   mix, mix_policy)
+    out, dropped = _Out(num_segs * int(dupe_factor), num_segs), 0
+    for anchor, dupe, label, d in _draws(cls, probs, dupe_factor, seed, block_segments):
+        dropped += d
+        doc = seg_doc[anchor]
+        pd = _partner_docs(doc, anchor, dupe, label, link_indptr, link_indices, indegree, linked_sampling,
+                           num_docs, seed)
+        partner = np.empty(len(anchor), dtype=np.int64)
+        c = label == CONTIGUOUS
+        partner[c] = anchor[c] + 1
+        o = ~c
+        first = doc_seg_indptr[pd[o]]
+        if partner_segment == "lead":
+            partner[o] = first
+        else:
+            nseg = doc_seg_indptr[pd[o] + 1] - first
+            u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
+            partner[o] = first + np.minimum(np.floor(u_seg * nseg).astype(np.int64), nseg - 1)
+        out.add(anchor, anchor + 1, partner, partner + 1, label)
+    return out.pairs(target, dropped)
+
+
+def _last_within(cum, base: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """Largest e in [lo, hi] with span_tokens(cum, base, e) <= budget (true at lo; monotone in e)."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        act = np.flatnonzero(lo < hi)
+        if not len(act):
+            return lo
+        mid = (lo[act] + hi[act] + 1) // 2
+        ok = span_tokens(cum, base[act], mid) <= budget[act]
+        lo[act[ok]] = mid[ok]
+        hi[act[~ok]] = mid[~ok] - 1
+
+
+def _first_within(cum, end: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: np.ndarray) -> np.ndarray:
+    """Smallest b in [lo, hi] with span_tokens(cum, b, end) <= budget (true at hi; monotone in b)."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        act = np.flatnonzero(lo < hi)
+        if not len(act):
+            return hi
+        mid = (lo[act] + hi[act]) // 2
+        ok = span_tokens(cum, mid, end[act]) <= budget[act]
+        hi[act[ok]] = mid[ok]
+        lo[act[~ok]] = mid[~ok] + 1
+
+
+def sample_sentence_pairs(chunk_indptr: np.ndarray, doc_chunk_indptr: np.ndarray, unit_cum: np.ndarray,
+                          doc_unit_indptr: np.ndarray, link_indptr: np.ndarray, link_indices: np.ndarray,
+                          indegree: np.ndarray, max_tokens: int, mix=(1 / 3, 1 / 3, 1 / 3), dupe_factor: int = 1,
+                          seed: int = 0, linked_sampling: str = "inverse-indegree", partner_segment: str = "random",
+                          block_chunks: int = BLOCK, mix_policy: str = "global") -> Pairs:
+    """BERT-style pairs: every chunk (a run of whole sentences of <= max_tokens) is an anchor.
+
+    chunk_indptr [C+1]: the units of chunk c are [chunk_indptr[c], chunk_indptr[c+1]) (global unit
+    indices, chunks of a document back to back); doc_chunk_indptr [D+1]: the chunks of document d;
+    unit_cum [U+1]: cumulative unit lengths in tokens (may be kept modulo 2**32, see span_tokens).
+    - contiguous: the chunk is split after k of its n units (k uniform in 1..n-1): A the first k, B the rest;
+    - random/linked: A the chunk's first k units (k as above; 1 for a one-unit chunk), B the run of
+      whole units of the partner document that starts at a uniformly drawn unit (its first with
+      ``partner_segment="lead"``) and fills what A leaves of max_tokens; when the partner's end comes
+      first, the run reaches back to earlier units instead. If A leaves no room for the drawn unit, A
+      is shortened (never below one unit; units are at most max_tokens // 2 tokens).
+    """
+    num_docs = len(doc_unit_indptr) - 1
+    num_chunks = len(chunk_indptr) - 1
+    cls = np.empty(num_chunks, np.int8)
+    outdeg_pos = np.diff(link_indptr) > 0
+    for lo in range(0, num_chunks, block_chunks):  # blocks: no int64 per chunk at once
+        c = np.arange(lo, min(num_chunks, lo + block_chunks), dtype=np.int64)
+        doc = np.searchsorted(doc_chunk_indptr, c, side="right") - 1
+        cls[c] = _classes(chunk_indptr[c + 1] - chunk_indptr[c] >= 2, outdeg_pos[doc], num_docs)
+    del outdeg_pos
+    probs, target = _relation_plan(np.bincount(cls, minlength=8).astype(np.float64), num_docs, len(link_indices),
+                                   mix, mix_policy)
+    out, dropped = _Out(num_chunks * int(dupe_factor), len(unit_cum) - 1), 0
+    for anchor, dupe, label, d in _draws(cls, probs, dupe_factor, seed, block_chunks):
+        dropped += d
+        doc = np.searchsorted(doc_chunk_indptr, anchor, side="right") - 1
+        lo = chunk_indptr[anchor].astype(np.int64)
+        n = chunk_indptr[anchor + 1].astype(np.int64) - lo
+        u_split = uniforms(seed, anchor, dupe, stream=3)
+        a_hi = lo + 1 + np.minimum(np.floor(u_split * np.maximum(n - 1, 1)).astype(np.int64), np.maximum(n - 2, 0))
+        b_lo = a_hi.copy()
+        b_hi = lo + n
+        o = np.flatnonzero(label != CONTIGUOUS)
+        if len(o):
+            pd = _partner_docs(doc[o], anchor[o], dupe[o], label[o], link_indptr, link_indices, indegree,
+                               linked_sampling, num_docs, seed)
+            first, last = doc_unit_indptr[pd].astype(np.int64), doc_unit_indptr[pd + 1].astype(np.int64)
+            if partner_segment == "lead":
+                s = first
+            else:
+                u_seg = uniforms(seed, anchor[o], dupe[o], stream=2)
+                s = first + np.minimum(np.floor(u_seg * (last - first)).astype(np.int64), last - first - 1)
+            lo_o = lo[o]
+            room_a = max_tokens - span_tokens(unit_cum, s, s + 1)  # A may take at most this
+            a_o = _last_within(unit_cum, lo_o, lo_o + 1, a_hi[o], room_a)
+            budget = max_tokens - span_tokens(unit_cum, lo_o, a_o)
+            e = _last_within(unit_cum, s, s + 1, np.minimum(last, s + budget), budget)
+            b = _first_within(unit_cum, e, np.maximum(first, e - budget), s, budget)
+            a_hi[o], b_lo[o], b_hi[o] = a_o, b, e
+        out.add(lo, a_hi, b_lo, b_hi, label)
+    return out.pairs(target, dropped)
+
+
+def mix_by_anchor_kind(label: np.ndarray, anchor_has_links: np.ndarray) -> dict:
+    """Relation mix separately for anchors whose document has out-links and for those without."""
+    counts = np.bincount(anchor_has_links.astype(np.int64) * 3 + label, minlength=6).reshape(2, 3)
+    out = {}
+    for name, row in (("with_links", counts[1]), ("without_links", counts[0])):
+        n = max(int(row.sum()), 1)
+        out[name] = {"total": int(row.sum()), "mix": {k: float(row[i] / n) for i, k in enumerate(RELATION_NAMES)}}
+    return out
 
 
 def mix_of(labels: np.ndarray) -> dict:

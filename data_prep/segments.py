@@ -1,11 +1,16 @@
-"""Tokenize a batch of corpus lines and cut each document into sentence-aware segments.
+"""Tokenize a batch of corpus lines and cut each document into units and chunks.
 
 This runs inside build's worker processes. Sentence boundaries are found on the token ids (terminal
 punctuation followed by whitespace in the text, and paragraph breaks), not with a Python sentence
 splitter: a splitter would cost more than the tokenizer itself and the tokenizer already tells us where
-every token came from. A segment is a run of whole sentences of at most ``segment_len`` tokens
-(greedy packing, so ``[CLS] A [SEP] B [SEP]`` nearly fills max_seq_len); a sentence longer than
-``segment_len`` is cut into pieces.
+every token came from.
+
+Two ways to cut (``--segmenting``):
+- ``sentences`` (default, BERT's create_pretraining_data): a unit is one sentence (a sentence longer
+  than ``segment_len`` is cut into pieces); units are packed greedily into chunks of at most
+  ``max_seq_len - 3`` tokens. The pair sampler splits a chunk at a sentence boundary into A and B.
+- ``fixed``: a unit is a run of whole sentences of at most ``segment_len`` tokens (greedy packing), and
+  every unit is its own chunk; A and B are whole units.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.corpus import NO_TOKENS, parse_line
+from data_prep.corpus import NO_TOKENS, id_hashes, parse_line
 
 TERMINALS = (".", "!", "?", "。", "！", "？")
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
@@ -82,6 +87,42 @@ def pack_segments(ends: list[int], segment_len: int) -> tuple[list[int], int]:
     return lens, cuts
 
 
+def sentence_units(ends: list[int], piece_len: int) -> tuple[list[int], int]:
+    """One unit per sentence; a sentence longer than piece_len becomes pieces of <= piece_len tokens."""
+    lens: list[int] = []
+    cuts = 0
+    prev = 0
+    for e in ends:
+        s = e - prev
+        prev = e
+        if s <= 0:
+            continue
+        if s > piece_len:
+            cuts += 1
+            q, r = divmod(s, piece_len)
+            lens.extend([piece_len] * q)
+            if r:
+                lens.append(r)
+        else:
+            lens.append(s)
+    return lens, cuts
+
+
+def pack_chunks(lens: list[int], max_tokens: int) -> list[int]:
+    """Greedy packing of consecutive units into chunks of <= max_tokens; returns units per chunk."""
+    sizes: list[int] = []
+    cur = n = 0
+    for s in lens:
+        if n and cur + s > max_tokens:
+            sizes.append(n)
+            cur = n = 0
+        cur += s
+        n += 1
+    if n:
+        sizes.append(n)
+    return sizes
+
+
 @dataclass
 class BatchResult:
     """What one batch of lines becomes; only plain arrays and lists so it pickles cheaply."""
@@ -89,18 +130,24 @@ class BatchResult:
     reasons: list          # None for a document, else a skip reason
     messages: list
     ids: list
-    links: list
+    id_hash: np.ndarray    # [lines] uint64 hash of each id (0 for lines without one)
+    nlinks: np.ndarray     # [lines] links listed by each document (0 for skipped lines)
+    link_hash: np.ndarray  # uint64 hashes of the documents' links, line after line
     ntok: np.ndarray       # tokens per line (0 for skipped lines)
-    nseg: np.ndarray       # segments per line
-    seg_lens: np.ndarray   # all segments' lengths, line after line
+    nseg: np.ndarray       # units per line
+    seg_lens: np.ndarray   # all units' lengths, line after line
+    nchunk: np.ndarray     # chunks per line
+    chunk_units: np.ndarray  # units per chunk, line after line
     tokens: np.ndarray     # all documents' tokens, line after line
     cuts: int
 
 
 class BatchTokenizer:
-    def __init__(self, tokenizer_json: str, segment_len: int, token_dtype: str):
+    def __init__(self, tokenizer_json: str, segmenting: str, segment_len: int, max_tokens: int, token_dtype: str):
         self.tok = load_backend(tokenizer_json)
+        self.segmenting = segmenting
         self.segment_len = segment_len
+        self.max_tokens = max_tokens
         self.dtype = np.dtype(token_dtype)
         vocab = self.tok.get_vocab()
         self.is_terminal = np.zeros(max(vocab.values()) + 1, dtype=bool)
@@ -111,25 +158,41 @@ class BatchTokenizer:
         todo = [i for i, p in enumerate(parsed) if p.reason is None]
         encs = self.tok.encode_batch([parsed[i].text for i in todo], add_special_tokens=False)
         n = len(lines)
+        unit_dtype = np.uint16 if self.segment_len <= 65535 else np.int32
         ntok = np.zeros(n, dtype=np.int64)
         nseg = np.zeros(n, dtype=np.int64)
-        toks, seg_lens = [], []
+        nchunk = np.zeros(n, dtype=np.int64)
+        toks, seg_lens, chunk_units = [], [], []
         cuts = 0
+        fixed = self.segmenting == "fixed"
         for i, enc in zip(todo, encs):
             ids = np.array(enc.ids, dtype=self.dtype)
             if len(ids) == 0:
                 parsed[i].reason, parsed[i].message = NO_TOKENS, "text has no tokens"
                 continue
-            lens, c = pack_segments(sentence_ends(ids, parsed[i].text, enc, self.is_terminal),
-                                    self.segment_len)
+            ends = sentence_ends(ids, parsed[i].text, enc, self.is_terminal)
+            if fixed:
+                lens, c = pack_segments(ends, self.segment_len)
+                sizes = [1] * len(lens)
+            else:
+                lens, c = sentence_units(ends, self.segment_len)
+                sizes = pack_chunks(lens, self.max_tokens)
             cuts += c
-            ntok[i], nseg[i] = len(ids), len(lens)
+            ntok[i], nseg[i], nchunk[i] = len(ids), len(lens), len(sizes)
             toks.append(ids)
             seg_lens.extend(lens)
+            chunk_units.extend(sizes)
+        docs = [i for i in todo if parsed[i].reason is None]
+        id_hash = np.zeros(n, dtype=np.uint64)
+        id_hash[docs] = id_hashes(parsed[i].id for i in docs)
+        nlinks = np.zeros(n, dtype=np.int64)
+        nlinks[docs] = [len(parsed[i].links) for i in docs]
         return BatchResult(
             linenos=[(fi, ln) for fi, ln, _ in lines], reasons=[p.reason for p in parsed],
-            messages=[p.message for p in parsed], ids=[p.id for p in parsed], links=[p.links for p in parsed],
-            ntok=ntok, nseg=nseg, seg_lens=np.asarray(seg_lens, dtype=np.int32),
+            messages=[p.message for p in parsed], ids=[p.id for p in parsed], id_hash=id_hash, nlinks=nlinks,
+            link_hash=id_hashes(t for i in docs for t in parsed[i].links),
+            ntok=ntok, nseg=nseg, seg_lens=np.asarray(seg_lens, dtype=unit_dtype), nchunk=nchunk,
+            chunk_units=np.asarray(chunk_units, dtype=np.int32),
             tokens=np.concatenate(toks) if toks else np.zeros(0, self.dtype), cuts=cuts)
 
 

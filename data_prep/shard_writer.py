@@ -10,102 +10,125 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_prep.pairs import span_tokens
 from data_prep.shards import SpecialIds, write_shard
 
 
 @dataclass
 class SegmentTable:
-    """Where every segment's tokens are: offsets into the concatenation of the token files."""
-    start: np.ndarray          # [S] int64 global token offset
-    length: np.ndarray         # [S] int32
-    doc: np.ndarray            # [S] int64 document row
-    doc_seg_indptr: np.ndarray  # [D+1] int64
+    """Where every unit's tokens are (a sentence, or a fixed segment), in 4 bytes per unit.
+
+    The units of a document lie back to back in its token file from ``doc_start``; ``cum`` holds the
+    cumulative unit lengths modulo 2**32 (differences inside a document are exact).
+    """
+    cum: np.ndarray             # [U+1] uint32
+    doc_seg_indptr: np.ndarray  # [D+1] int64: the units of document d are [indptr[d], indptr[d+1])
+    doc_start: np.ndarray       # [D] int64 global token offset of each document
+
+    def doc_of(self, unit: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.doc_seg_indptr, unit, side="right") - 1
+
+    def tokens(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return span_tokens(self.cum, lo, hi)
+
+    def start(self, unit: np.ndarray, doc: np.ndarray | None = None) -> np.ndarray:
+        doc = self.doc_of(unit) if doc is None else doc
+        return self.doc_start[doc] + span_tokens(self.cum, self.doc_seg_indptr[doc], unit)
 
     def save(self, path):
-        np.savez(path, start=self.start, length=self.length, doc=self.doc, doc_seg_indptr=self.doc_seg_indptr)
+        np.savez(path, cum=self.cum, doc_seg_indptr=self.doc_seg_indptr, doc_start=self.doc_start)
 
     @classmethod
     def load(cls, path):
         z = np.load(path)
-        return cls(z["start"], z["length"], z["doc"], z["doc_seg_indptr"])
+        return cls(z["cum"], z["doc_seg_indptr"], z["doc_start"])
 
 
 class TokenStore:
-    """Read-only view of several token files as one array of global offsets."""
+    """Read-only view of several token files as one array of global offsets.
+
+    Runs are read with pread, not through a memory map: pages of a map touched while gathering stay in
+    the process's RSS, which would then grow with the corpus (the whole token file, at PubMed scale).
+    """
 
     def __init__(self, paths: list[str], dtype: str):
-        # np.memmap cannot map an empty file (a rank may have tokenized nothing).
-        self.maps = [np.memmap(p, dtype=dtype, mode="r") if os.path.getsize(p) else np.zeros(0, dtype)
-                     for p in paths]
-        self.base = np.concatenate([[0], np.cumsum([len(m) for m in self.maps])]).astype(np.int64)
+        self.dtype = np.dtype(dtype)
+        self.fds = [os.open(p, os.O_RDONLY) for p in paths]
+        sizes = [os.fstat(fd).st_size // self.dtype.itemsize for fd in self.fds]
+        self.base = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
-    def take(self, idx: np.ndarray) -> np.ndarray:
-        if len(self.maps) == 1:
-            return self.maps[0][idx]
-        out = np.empty(idx.shape, dtype=self.maps[0].dtype if self.maps else np.int64)
-        which = np.searchsorted(self.base, idx, side="right") - 1
-        for f, mm in enumerate(self.maps):
-            sel = which == f
-            if sel.any():
-                out[sel] = mm[idx[sel] - self.base[f]]
-        return out
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def runs(self, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """The tokens of every run [start, start + len), back to back."""
+        which = np.searchsorted(self.base, starts, side="right") - 1
+        size = self.dtype.itemsize
+        off = ((starts - self.base[which]) * size).tolist()
+        nbytes = (lens * size).tolist()
+        fds = [self.fds[w] for w in which.tolist()]
+        buf = b"".join([os.pread(fd, nb, o) for fd, nb, o in zip(fds, nbytes, off)])
+        return np.frombuffer(buf, dtype=self.dtype)
 
 
-def _runs(starts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flattened runs: (row of each element, offset within its run, starts[row] + offset)."""
+def _runs(lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened runs: (row of each element, offset within its run)."""
     row = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
     k = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-    return row, k, starts[row] + k
+    return row, k
 
 
-def pair_rows(store: TokenStore, segs: SegmentTable, anchor: np.ndarray, partner: np.ndarray,
-              max_seq_len: int, special: SpecialIds) -> dict:
-    """Every dataset of SPEC section 3 except pair_labels, for the given pairs.
+def pair_rows(store: TokenStore, segs: SegmentTable, a_lo: np.ndarray, a_hi: np.ndarray, b_lo: np.ndarray,
+              b_hi: np.ndarray, max_seq_len: int, special: SpecialIds) -> dict:
+    """Every dataset of SPEC section 3 except pair_labels; A = units [a_lo, a_hi), B = [b_lo, b_hi).
 
-    Work is proportional to the real tokens (flat gathers), not to rows x max_seq_len, since short
-    segments leave most of a 512-token row as padding.
+    The units of a span belong to one document and lie back to back in its token file. Work is
+    proportional to the real tokens (flat gathers), not to rows x max_seq_len.
     """
-    n, L = len(anchor), max_seq_len
-    a_len = segs.length[anchor].astype(np.int64)
-    b_len = segs.length[partner].astype(np.int64)
+    n, L = len(a_lo), max_seq_len
+    ad, pd = segs.doc_of(a_lo), segs.doc_of(b_lo)
+    a_start, b_start = segs.start(a_lo, ad), segs.start(b_lo, pd)
+    a_len, b_len = segs.tokens(a_lo, a_hi), segs.tokens(b_lo, b_hi)
     seq_lens = a_len + b_len + 3
     if n and seq_lens.max() > L:
-        raise ValueError("a pair is longer than max_seq_len: segment_len is too large")
+        raise ValueError("a pair is longer than max_seq_len")
     flat = np.full(n * L, special.pad_id, dtype=np.int64)
     base = np.arange(n, dtype=np.int64) * L
-    row, k, src = _runs(segs.start[anchor], a_len)
-    flat[base[row] + 1 + k] = store.take(src)
-    row, k, src = _runs(segs.start[partner], b_len)
-    flat[base[row] + a_len[row] + 2 + k] = store.take(src)
+    row, k = _runs(a_len)
+    flat[base[row] + 1 + k] = store.runs(a_start, a_len)
+    row, k = _runs(b_len)
+    flat[base[row] + a_len[row] + 2 + k] = store.runs(b_start, b_len)
     flat[base] = special.cls_id
     flat[base + a_len + 1] = special.sep_id
     flat[base + seq_lens - 1] = special.sep_id
     ap = segs.doc_seg_indptr
     return {"input_ids": flat.reshape(n, L), "seq_lens": seq_lens.astype(np.int32),
-            "a_lens": (a_len + 2).astype(np.int32),
-            "anchor_doc": segs.doc[anchor], "partner_doc": segs.doc[partner],
-            "anchor_seg": (anchor - ap[segs.doc[anchor]]).astype(np.int32),
-            "partner_seg": (partner - ap[segs.doc[partner]]).astype(np.int32)}
+            "a_lens": (a_len + 2).astype(np.int32), "anchor_doc": ad, "partner_doc": pd,
+            "anchor_seg": (a_lo - ap[ad]).astype(np.int32), "partner_seg": (b_lo - ap[pd]).astype(np.int32)}
 
 
 _CACHE: dict = {}
 
 
 def write_task(task) -> tuple[str, int, str]:
-    """Worker entry: ``(config, path, anchor, partner, label)`` -> (path, rows, sha256).
+    """Worker entry: ``(config, path, (a_lo, a_hi, b_lo, b_hi), label)`` -> (path, rows, sha256).
 
     config = (build id, token file paths, token dtype, segments.npz path, max_seq_len, SpecialIds,
-    number of documents); the token store and segment table are opened once per process and build.
+    number of documents); the segment table is loaded once per process and build, token files per task.
     """
-    config, path, anchor, partner, label = task
-    state = _CACHE.get(config)
-    if state is None:
+    config, path, spans, label = task
+    _, token_paths, dtype, segments_path, max_seq_len, special, num_docs = config
+    segs = _CACHE.get(config)
+    if segs is None:
         _CACHE.clear()
-        _, token_paths, dtype, segments_path, _, _, _ = config
-        state = _CACHE[config] = (TokenStore(list(token_paths), dtype), SegmentTable.load(segments_path))
-    store, segs = state
-    max_seq_len, special, num_docs = config[4:]
-    arrays = pair_rows(store, segs, anchor, partner, max_seq_len, special)
+        segs = _CACHE[config] = SegmentTable.load(segments_path)
+    store = TokenStore(list(token_paths), dtype)
+    try:
+        arrays = pair_rows(store, segs, *spans, max_seq_len, special)
+    finally:
+        store.close()
     arrays["pair_labels"] = label
     sha = write_shard(path, arrays, max_seq_len, special, num_docs)
-    return str(path), len(anchor), sha
+    return str(path), len(label), sha

@@ -17,8 +17,11 @@ VERSION = 1
 MANIFEST = "manifest.json"
 DOCS = "docs.jsonl"
 
+# Relation label ids: the values of `pair_labels` and the rows of the model's relation head
+# (pretrain.presets imports these; nothing else defines them).
 CONTIGUOUS, RANDOM, LINKED = 0, 1, 2
-RELATION_NAMES = ("contiguous", "random", "linked")
+RELATION_NAMES = ("contiguous", "random", "linked")  # indexed by label id
+NUM_RELATIONS = len(RELATION_NAMES)
 
 # dataset name -> dtype (None: chosen from the data, see token_dtype / doc_dtype)
 DATASETS = ("input_ids", "seq_lens", "a_lens", "pair_labels", "anchor_doc", "partner_doc", "anchor_seg",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import BertConfig
 
-NUM_RELATIONS = 3  # 0 contiguous, 1 random, 2 linked (data_prep.shards constants)
-RELATION_NAMES = ("contiguous", "random", "linked")
+# The relation head's rows are the shard label ids: defined once, where the shards are written.
+from data_prep.shards import NUM_RELATIONS, RELATION_NAMES  # noqa: F401 (re-exported)
 
 # Shapes from the BERT releases; "tiny" is BERT-tiny of Turc et al. 2019, the shape LinkBERT-tiny used.
 PRESETS: dict[str, dict] = {

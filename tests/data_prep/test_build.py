@@ -8,7 +8,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from data_prep.cli import main as prep_main
-from tests.data_prep.build_checks import JARGON, check_dataset, load, read_jsonl, run_build, write_jsonl
+from tests.data_prep.build_checks import (JARGON, check_dataset, doc_tokens, fill, load, read_jsonl, run_build,
+                                         write_jsonl)
 
 MAX_LEN = 128
 
@@ -36,19 +37,47 @@ def test_full_corpus_pairs_are_right(built, jargon, tok):
     arrays, manifest, ids = load(built)
     # rows of docs.jsonl = order of first appearance in the corpus
     assert ids == [d["id"] for d in docs]
-    by_doc = check_dataset(arrays, manifest, ids, by_id, tok)
+    check_dataset(arrays, manifest, ids, by_id, tok)
+    assert manifest["options"]["segmenting"] == "sentences"
+    assert manifest["options"]["segment_len"] == (MAX_LEN - 3) // 2
+    # BERT-style split: A's length varies (a random sentence boundary), rows fill most of max_seq_len
+    # (Jargon entries are short: a contiguous row holds at most one entry), and the reported fill is the rows'
+    assert len(np.unique(arrays["a_lens"])) > 50
+    p = manifest["stats"]["pairs"]
+    assert p["mean_fill"] == pytest.approx(fill(arrays, manifest), abs=1e-12) and p["mean_fill"] > 0.7
+    rel = arrays["pair_labels"]
+    for r in (0, 1, 2):  # no relation is told apart by its length alone
+        assert abs(arrays["seq_lens"][rel == r].mean() / MAX_LEN - p["mean_fill"]) < 0.12
+
+
+def test_fixed_segments_option(tmp_path, jargon, minilm_dir, tok):
+    docs, _ = jargon
+    part = docs[:600]
+    run_build(write_jsonl(tmp_path / "c.jsonl", part), minilm_dir, tmp_path / "out", max_seq_len=MAX_LEN,
+              segmenting="fixed")
+    arrays, manifest, ids = load(tmp_path / "out")
+    placed = check_dataset(arrays, manifest, ids, {d["id"]: d for d in part}, tok)  # also: segments tile docs
     seg_len = manifest["options"]["segment_len"]
-    assert seg_len == (MAX_LEN - 3) // 2
-    # Sentence-aware: a segment that is not its document's last ends a sentence (terminal punctuation)
-    # unless it was filled up; greedy packing fills segments well.
-    ends = {tok.convert_tokens_to_ids(t) for t in (".", "!", "?")}
-    inner = [s for segs in by_doc.values() for k, s in segs.items() if k + 1 < len(segs)]
-    ended = sum(1 for s in inner if s[-1] in ends or len(s) >= seg_len - 8)
-    assert ended / len(inner) > 0.8
-    assert np.mean([len(s) for s in inner]) > 0.6 * seg_len
+    assert (arrays["a_lens"] - 2).max() <= seg_len and manifest["stats"]["segments"]["segmenting"] == "fixed"
+    assert sum(len(u) for u in placed.values()) == manifest["stats"]["segments"]["total"]
 
 
-def test_manifest_counts_add_up(built, jargon):
+def test_checker_catches_a_split_inside_a_sentence(built, jargon, tok):
+    docs, by_id = jargon
+    arrays, manifest, ids = load(built)
+    r = int(np.flatnonzero((arrays["pair_labels"] == 1) & (arrays["a_lens"] > 12))[0])
+    bad = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in arrays.items()}
+    al, n = int(bad["a_lens"][r]), int(bad["seq_lens"][r])
+    row = bad["input_ids"][r]
+    # drop A's last token (a sentence end): A is still a run of its document, but not of whole sentences
+    row[al - 2:n - 1] = row[al - 1:n].copy()
+    row[n - 1] = bad["attrs"]["pad_id"]
+    bad["a_lens"][r], bad["seq_lens"][r] = al - 1, n - 1
+    with pytest.raises(AssertionError, match="whole sentences|never an anchor"):
+        check_dataset(bad, manifest, ids, by_id, tok)
+
+
+def test_manifest_counts_add_up(built, jargon, tok):
     docs, by_id = jargon
     arrays, m, ids = load(built)
     st = m["stats"]
@@ -73,8 +102,10 @@ def test_manifest_counts_add_up(built, jargon):
         n_in, n_missing, n_self, n_rep)
     assert p["total"] == len(arrays["seq_lens"]) == sum(s["num_pairs"] for s in m["shards"])
     assert p["total"] == p["contiguous"] + p["random"] + p["linked"]
-    assert p["total"] == 2 * st["segments"]["total"]  # dupe factor 2, every segment an anchor
-    assert st["tokens"] == int(sum(np.bincount(arrays["anchor_doc"], weights=arrays["a_lens"] - 2))) // 2
+    assert p["total"] == 2 * st["segments"]["total"]  # dupe factor 2, every chunk an anchor
+    assert st["tokens"] == sum(len(t) for t in doc_tokens(tok, by_id, ids))
+    by_kind = p["mix_by_anchor"]
+    assert by_kind["with_links"]["total"] + by_kind["without_links"]["total"] == p["total"]
     sizes = [s["num_pairs"] for s in m["shards"]]
     assert max(sizes) - min(sizes) <= 1 and len(sizes) == 3
     assert m["tokenizer"]["vocab_size"] == 30522 and len(m["tokenizer"]["vocab_sha256"]) == 64

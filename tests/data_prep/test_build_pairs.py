@@ -119,3 +119,89 @@ def test_blocks_do_not_change_the_pairs():
     b = sample_pairs(segs, indptr, indices, indeg, dupe_factor=3, seed=4, block_segments=7)
     for x, y in ((a.anchor, b.anchor), (a.partner, b.partner), (a.label, b.label)):
         assert np.array_equal(x, y)
+
+
+def _sentence_corpus(seed=5, num_docs=50, max_tokens=61):
+    """Random documents of 1-12 sentences of 3-30 tokens, packed greedily into chunks of <= max_tokens."""
+    from data_prep.segments import pack_chunks
+
+    rng = np.random.default_rng(seed)
+    units, doc_units, chunk_sizes, chunk_doc = [], [0], [], []
+    for d in range(num_docs):
+        lens = rng.integers(3, 31, rng.integers(1, 13)).tolist()
+        sizes = pack_chunks(lens, max_tokens)
+        units += lens
+        doc_units.append(len(units))
+        chunk_sizes += sizes
+        chunk_doc += [d] * len(sizes)
+    # cumulative lengths modulo 2**32 from a large offset, as build keeps them: sums must wrap correctly
+    unit_cum = ((2**32 - 100 + np.concatenate([[0], np.cumsum(units)])) % 2**32).astype(np.uint32)
+    chunk_indptr = np.concatenate([[0], np.cumsum(chunk_sizes)]).astype(np.int64)
+    doc_chunks = np.concatenate([[0], np.cumsum(np.bincount(chunk_doc, minlength=num_docs))]).astype(np.int64)
+    edges = sorted({(int(s), int(t)) for s, t in rng.integers(0, num_docs, (150, 2)) if s != t})
+    return chunk_indptr, doc_chunks, unit_cum, np.array(doc_units, np.int64), edges
+
+
+def test_sentence_pairs_split_chunks_and_fill():
+    from data_prep.pairs import sample_sentence_pairs
+
+    max_tokens = 61
+    chunk_indptr, doc_chunks, unit_cum, doc_units, edges = _sentence_corpus(max_tokens=max_tokens)
+    chunk_doc = np.repeat(np.arange(len(doc_chunks) - 1), np.diff(doc_chunks))
+    indptr, indices, indeg = _graph(len(doc_units) - 1, edges)
+    p = sample_sentence_pairs(chunk_indptr, doc_chunks, unit_cum, doc_units, indptr, indices, indeg, max_tokens,
+                              dupe_factor=4, seed=2)
+    a_lo, a_hi, b_lo, b_hi = p.spans()
+    anchor = np.searchsorted(chunk_indptr, a_lo)
+    assert len(p.label) == 4 * len(chunk_doc) and (np.bincount(anchor) == 4).all()
+    unit_doc = np.searchsorted(doc_units, np.arange(unit_cum.size - 1), side="right") - 1
+    ntok = lambda lo, hi: (unit_cum[hi].astype(np.int64) - unit_cum[lo]) % 2**32  # noqa: E731
+    assert (a_lo == chunk_indptr[anchor]).all() and (a_hi > a_lo).all() and (b_hi > b_lo).all()
+    assert (a_hi <= chunk_indptr[anchor + 1]).all()
+    assert (ntok(a_lo, a_hi) + ntok(b_lo, b_hi) <= max_tokens).all()
+    assert (unit_doc[b_lo] == unit_doc[b_hi - 1]).all()  # B never crosses documents
+    c = p.label == 0
+    assert (b_lo[c] == a_hi[c]).all() and (b_hi[c] == chunk_indptr[anchor[c] + 1]).all()
+    pd = unit_doc[b_lo]
+    assert (pd[p.label == 1] != chunk_doc[anchor[p.label == 1]]).all()
+    out = set(edges)
+    assert all((a, b) in out for a, b in zip(chunk_doc[anchor[p.label == 2]], pd[p.label == 2]))
+    # the split point varies: many A lengths; B fills what A leaves unless its document is too short
+    assert len(np.unique(a_hi[c] - a_lo[c])) >= 3 and len(np.unique(ntok(a_lo, a_hi)[c])) > 20
+    o = ~c
+    room = max_tokens - ntok(a_lo, a_hi)[o]
+    doc_len = unit_cum[doc_units[pd[o] + 1]] - unit_cum[doc_units[pd[o]]]
+    short = ntok(b_lo, b_hi)[o] < np.minimum(room, doc_len) - 30  # 30 = the longest unit
+    assert not short.any()
+    mix = np.bincount(p.label, minlength=3) / len(p.label)
+    assert np.abs(mix - 1 / 3).max() < 0.02, mix
+    q = sample_sentence_pairs(chunk_indptr, doc_chunks, unit_cum, doc_units, indptr, indices, indeg, max_tokens,
+                              dupe_factor=4, seed=2, block_chunks=7)
+    for x, y in zip(p.spans() + (p.label,), q.spans() + (q.label,)):
+        assert np.array_equal(x, y)
+
+
+def test_per_anchor_policy_is_uniform_over_what_an_anchor_can_take():
+    from data_prep.pairs import mix_by_anchor_kind, sample_sentence_pairs
+
+    chunk_indptr, doc_chunks, unit_cum, doc_units, edges = _sentence_corpus(seed=9, num_docs=300)
+    chunk_doc = np.repeat(np.arange(len(doc_chunks) - 1), np.diff(doc_chunks))
+    edges = [(s, t) for s, t in edges if s % 2]  # only odd documents have out-links
+    indptr, indices, indeg = _graph(len(doc_units) - 1, edges)
+    multi = np.diff(chunk_indptr) >= 2
+    args = (chunk_indptr, doc_chunks, unit_cum, doc_units, indptr, indices, indeg, 61)
+    per = sample_sentence_pairs(*args, dupe_factor=6, seed=1, mix_policy="per-anchor")
+    glob = sample_sentence_pairs(*args, dupe_factor=6, seed=1)
+    per_anchor = np.searchsorted(chunk_indptr, per.a_lo)
+    has_links = np.diff(indptr)[chunk_doc[per_anchor]] > 0
+    sel = multi[per_anchor]
+    m = np.bincount(per.label[sel & has_links], minlength=3) / (sel & has_links).sum()
+    assert np.abs(m - 1 / 3).max() < 0.02, m       # next, random and linked possible: thirds
+    m = np.bincount(per.label[sel & ~has_links], minlength=3) / (sel & ~has_links).sum()
+    assert np.abs(m - [0.5, 0.5, 0]).max() < 0.02, m  # no out-links: BERT's 50/50
+    # global gets closer to the overall target, by skewing the kinds apart
+    g = np.bincount(glob.label, minlength=3) / len(glob.label)
+    pa = np.bincount(per.label, minlength=3) / len(per.label)
+    assert np.abs(g - 1 / 3).max() < np.abs(pa - 1 / 3).max() - 0.03, (g, pa)
+    kinds = mix_by_anchor_kind(glob.label, np.diff(indptr)[chunk_doc[np.searchsorted(chunk_indptr, glob.a_lo)]] > 0)
+    assert kinds["with_links"]["mix"]["linked"] > 0.45 and kinds["without_links"]["mix"]["linked"] == 0

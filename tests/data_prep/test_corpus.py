@@ -92,3 +92,23 @@ def test_files_compression_and_directory_order(tmp_path):
     assert got == ["d5", "d0", "d1", "d2", "d3", "d4"]
     with pytest.raises(PrepError, match="no such corpus file"):
         corpus_files([tmp_path / "nope.jsonl"])
+
+
+def test_id_table_finds_every_row_across_merges():
+    import numpy as np
+
+    from data_prep.corpus import IdTable, id_hashes
+
+    table = IdTable()
+    ids = [f"PMID{i * 7919 % 100003}" for i in range(5000)]
+    h = id_hashes(ids)
+    assert len(np.unique(h)) == 5000 and h.dtype == np.uint64
+    for lo in range(0, 5000, 37):  # batches of uneven size: runs merge many times
+        hi = min(5000, lo + 37)
+        assert (table.find(h[lo:hi]) == -1).all()
+        table.insert(h[lo:hi], np.arange(lo, hi))
+    assert len(table) == 5000 and len(table.keys) <= 14
+    order = np.random.default_rng(0).permutation(5000)
+    assert np.array_equal(table.find(h[order]), order)
+    assert (table.find(id_hashes(["nope", "PMID-1"])) == -1).all()
+    assert np.array_equal(id_hashes(["a"]), id_hashes(["a"])) and id_hashes(["a"])[0] != id_hashes(["b"])[0]
