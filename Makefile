@@ -16,7 +16,7 @@ export HF_DATASETS_OFFLINE := 1
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean gpu-check
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# The GPU check (docs/gpu-check.md): in an existing CUDA Python, not .venv (whose torch is the CPU wheel).
+# GPU_PYTHON=/path/to/python to choose it; results also in GPU_JSON. Without CUDA: compile table only.
+GPU_PYTHON ?= python3
+GPU_JSON ?= $(CURDIR)/gpu_check.json
+gpu-check:
+	env -u DS_ACCELERATOR GPU_PYTHON=$(GPU_PYTHON) GPU_JSON=$(GPU_JSON) bash tools/gpu_check.sh
 
 lint: install
 	$(BIN)/ruff check .

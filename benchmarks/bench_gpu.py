@@ -152,18 +152,46 @@ def section_trainer(args, device) -> dict:
             shutil.rmtree(work, ignore_errors=True)
         return {"ok": not bad, "runs": results, "reason": "dry run: " + ("; ".join(bad) or "flags parse")}
 
+    import torch
+    nproc = 2 if device.type == "cuda" and torch.cuda.device_count() >= 2 else 1
+
     def torchrun(out, extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
                str(free_port()), "-m", "pretrain.cli", *common, "--output", str(out), *extra]
         return run_child(cmd, timeout, env=child_env(**ds_env))
 
-    for i, (name, extra) in enumerate(cases):
+    def slurm(out):
+        """One task started the way srun starts it: no torchrun, no LOCAL_RANK/RANK/WORLD_SIZE."""
+        env = child_env(**ds_env, SLURM_PROCID=0, SLURM_LOCALID=0, SLURM_NTASKS=1, SLURM_STEP_ID=0,
+                        SLURM_STEP_NUM_TASKS=1, SLURM_STEP_NODELIST="localhost", SLURM_JOB_ID=1,
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=free_port())
+        for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+            env.pop(k, None)
+        return run_child([sys.executable, "-m", "pretrain.cli", *common, "--output", str(out), "--zero-stage", "2",
+                          "--precision", "bf16" if device.type == "cuda" else "fp32"], timeout, env=env)
+
+    # The runs are small and start-up bound: on a GPU they share it, several at a time.
+    from concurrent.futures import ThreadPoolExecutor
+    jobs = {name: (lambda out=work / name, extra=extra: torchrun(out, extra)) for name, extra in cases}
+    jobs["slurm"] = lambda: slurm(work / "slurm")
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=6 if device.type == "cuda" else 1) as pool:
+        done = dict(zip(jobs, pool.map(lambda f: f(), jobs.values())))
+    first = cases[0][0]
+    resumed = work / f"{first}_resumed"
+    rc_first = done[first][0]
+    if rc_first == 0:  # resume from the step-`save` checkpoint equals the uninterrupted run
+        shutil.copytree(work / first, resumed)
+        shutil.rmtree(resumed / "checkpoints" / f"step{steps}", ignore_errors=True)
+        shutil.rmtree(resumed / "hf", ignore_errors=True)
+        done["resume"] = torchrun(resumed, cases[0][1])
+    log(f"  {len(done)} runs in {time.perf_counter() - t0:.0f} s ({nproc} process(es) each)")
+    for name, (rc, text) in done.items():
+        if name == "resume":
+            continue
         out = work / name
-        t0 = time.perf_counter()
-        rc, text = torchrun(out, extra)
         recs = [r for r in _metrics(out) if "loss" in r]
-        r = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "steps": len(recs),
-             "final_loss": recs[-1]["loss"] if recs else None}
+        r = {"rc": rc, "steps": len(recs), "final_loss": recs[-1]["loss"] if recs else None}
         problems = []
         if rc != 0 or len(recs) != steps:
             problems.append(f"exit {rc}, {len(recs)}/{steps} steps: {text.strip().splitlines()[-3:]}")
@@ -173,12 +201,8 @@ def section_trainer(args, device) -> dict:
             r.update(loss_scales=scales, skipped_total=skipped)
             if not (scales and min(scales) < scales[0] and skipped >= 1):
                 problems.append(f"fp16: loss scale {scales[:3]}..{scales[-1:]}, skipped {skipped}")
-        if rc == 0 and i == 0:  # resume from the step-`save` checkpoint equals the uninterrupted run
-            resumed = work / f"{name}_resumed"
-            shutil.copytree(out, resumed)
-            shutil.rmtree(resumed / "checkpoints" / f"step{steps}", ignore_errors=True)
-            shutil.rmtree(resumed / "hf", ignore_errors=True)
-            rc2, text2 = torchrun(resumed, extra)
+        if name == first and "resume" in done:
+            rc2, text2 = done["resume"]
             a = [x["loss"] for x in recs][save:]
             b = [x["loss"] for x in _metrics(resumed) if "loss" in x][save:]
             r["resume_max_diff"] = max((abs(x - y) for x, y in zip(a, b)), default=None)
@@ -193,24 +217,9 @@ def section_trainer(args, device) -> dict:
         r["problems"] = problems
         results[name] = r
         bad += [f"{name}: {p}" for p in problems]
-        log(f"  {name:<14} {'ok' if not problems else 'FAIL'}  {r['steps']} steps in {r['seconds']} s"
-            f"  loss {r['final_loss']}" + (f"  resume diff {r['resume_max_diff']}" if "resume_max_diff" in r else "")
+        log(f"  {name:<14} {'ok' if not problems else 'FAIL'}  {r['steps']} steps, loss {r['final_loss']}"
+            + (f", resume diff {r['resume_max_diff']}" if "resume_max_diff" in r else "")
             + ("".join(f"\n      {p}" for p in problems)))
-    # SLURM-style: one task started the way srun starts it (no torchrun, no LOCAL_RANK/RANK/WORLD_SIZE).
-    env = child_env(**ds_env, SLURM_PROCID=0, SLURM_LOCALID=0, SLURM_NTASKS=1, SLURM_STEP_ID=0,
-                    SLURM_STEP_NUM_TASKS=1, SLURM_STEP_NODELIST="localhost", SLURM_JOB_ID=1,
-                    MASTER_ADDR="127.0.0.1", MASTER_PORT=free_port())
-    for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
-        env.pop(k, None)
-    out = work / "slurm"
-    rc, text = run_child([sys.executable, "-m", "pretrain.cli", *common, "--output", str(out),
-                          "--zero-stage", "2", "--precision", "bf16" if device.type == "cuda" else "fp32"],
-                         timeout, env=env)
-    n = len([x for x in _metrics(out) if "loss" in x])
-    results["slurm"] = {"rc": rc, "steps": n}
-    if rc != 0 or n != steps:
-        bad.append(f"slurm: exit {rc}, {n} steps: {text.strip().splitlines()[-3:]}")
-    log(f"  {'slurm':<14} {'ok' if rc == 0 and n == steps else 'FAIL'}  exit {rc}, {n} steps")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return {"ok": not bad, "runs": results, "reason": "; ".join(bad)[:2000] if bad else f"{len(results)} runs"}
@@ -218,10 +227,10 @@ def section_trainer(args, device) -> dict:
 
 def section_speed(args, device) -> dict:
     import torch
+    from gpu_numerics import _ragged_batch
     from transformers import BertForPreTraining
 
     from pretrain import flops, modeling
-    from gpu_numerics import _ragged_batch
     if args.tiny:
         plan = [("tiny", 32, 8)]
         steps, warm = 2, 1
@@ -247,13 +256,17 @@ def section_speed(args, device) -> dict:
         dense = torch.full_like(ids, -100).scatter(1, pos, labels)
         fused = device.type == "cuda"
 
-        def step_ours(m=ours, opt=torch.optim.AdamW(ours.parameters(), lr=1e-5, fused=fused)):
+        batch = (ids, mask, tt, pos, labels, rel, dense)
+
+        def step_ours(m=ours, opt=torch.optim.AdamW(ours.parameters(), lr=1e-5, fused=fused), batch=batch):
+            ids, mask, tt, pos, labels, rel, _ = batch
             out = m(ids, mask, tt, masked_positions=pos, masked_labels=labels, relation_labels=rel)
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        def step_hf(m=hf, opt=torch.optim.AdamW(hf.parameters(), lr=1e-5, fused=fused)):
+        def step_hf(m=hf, opt=torch.optim.AdamW(hf.parameters(), lr=1e-5, fused=fused), batch=batch):
+            ids, mask, tt, _, _, rel, dense = batch
             out = m(input_ids=ids, attention_mask=mask, token_type_ids=tt)
             loss = torch.nn.functional.cross_entropy(out.prediction_logits.float().flatten(0, 1), dense.flatten())
             loss = loss + torch.nn.functional.cross_entropy(out.seq_relationship_logits.float(), rel)

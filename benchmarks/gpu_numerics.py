@@ -89,7 +89,7 @@ def kernels_section(device: torch.device, tiny: bool, log) -> dict:
         for h in hiddens:
             inter = 4 * h
 
-            def rnd(*shape, scale=1.0):
+            def rnd(*shape, scale=1.0, dt=dt):
                 return (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dt)
             cases = [
                 ("bias_gelu", triton_ops.bias_gelu, reference.bias_gelu,
@@ -104,8 +104,9 @@ def kernels_section(device: torch.device, tiny: bool, log) -> dict:
             labels = labels.to(device)
             up = torch.tensor(1.0 / int((labels != -100).sum()), device=device)
             ce_leaves = [rnd(ce_rows, h), rnd(vocab, h, scale=0.05), rnd(vocab, scale=0.1)]
-            cases.append(("linear_ce[triton]", lambda a, b, c: triton_ops.linear_cross_entropy(a, b, c, labels, chunk),
-                          lambda a, b, c: reference.linear_cross_entropy_chunked(a, b, c, labels, chunk),
+            cases.append(("linear_ce[triton]",
+                          lambda a, b, c, y=labels: triton_ops.linear_cross_entropy(a, b, c, y, chunk),
+                          lambda a, b, c, y=labels: reference.linear_cross_entropy_chunked(a, b, c, y, chunk),
                           ce_leaves, up))
             for name, fast, twin, leaves, upstream in cases:
                 r = _compare(name, dn, fast, twin, leaves, upstream, device, iters)
