@@ -19,7 +19,7 @@ export DS_ACCELERATOR ?= cpu
 endif
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean gpu-check
 
 install: $(STAMP)
 
@@ -41,6 +41,13 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# The GPU check (docs/gpu-check.md): in an existing CUDA Python, not .venv (whose torch is the CPU wheel).
+# GPU_PYTHON=/path/to/python to choose it; results also in GPU_JSON. Without CUDA: compile table only.
+GPU_PYTHON ?= python3
+GPU_JSON ?= $(CURDIR)/gpu_check.json
+gpu-check:
+	env -u DS_ACCELERATOR GPU_PYTHON=$(GPU_PYTHON) GPU_JSON=$(GPU_JSON) bash tools/gpu_check.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ Speed comes from doing less work: MLM logits only at masked positions, optional 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -22,7 +23,8 @@ from . import kernels
 from .presets import NUM_RELATIONS, PRESETS, RELATION_NAMES, ConfigError, model_config
 
 __all__ = ["NUM_RELATIONS", "RELATION_NAMES", "PRESETS", "ConfigError", "BertConfig", "model_config",
-           "LinkBertOutput", "LinkBertModel", "LinkBertForPreTraining", "flash_attn_available"]
+           "LinkBertOutput", "LinkBertModel", "LinkBertForPreTraining", "flash_attn_available",
+           "selection"]
 
 
 @dataclass
@@ -36,12 +38,55 @@ class LinkBertOutput(ModelOutput):  # a ModelOutput (dict) so DeepSpeed ZeRO-3 h
     num_masked: torch.Tensor | None = None        # real masked tokens in the batch (a tensor: no host sync)
 
 
-def flash_attn_available() -> bool:
+@functools.lru_cache(maxsize=1)
+def flash_attn_status() -> tuple[bool, str]:
+    """(usable, why), asked once per process: importing flash_attn loads its CUDA extension, so a
+    wheel built for another torch/CUDA fails here (and is reported) rather than in the first forward."""
     try:
+        import flash_attn
         from flash_attn import flash_attn_varlen_func  # noqa: F401
-    except Exception:
-        return False
-    return True
+    except Exception as e:  # noqa: BLE001 - any failure means "use SDPA"
+        return False, f"flash_attn not importable ({type(e).__name__}: {str(e)[:80]})"
+    if not torch.cuda.is_available():
+        return False, "flash_attn installed but no CUDA device"
+    return True, f"flash_attn {getattr(flash_attn, '__version__', '?')} varlen"
+
+
+def flash_attn_available() -> bool:
+    return flash_attn_status()[0]
+
+
+def selection(model: LinkBertForPreTraining | None = None, device=None,
+              dtype: torch.dtype | None = None) -> dict:
+    """What the model will run on ``device`` in ``dtype`` and why: attention (flash varlen / sdpa /
+    varlen-torch reference), fused kernels (triton / torch), cross-entropy path, LayerNorm (apex / torch;
+    residual LayerNorms triton / torch). Plain data, for a start-up log line and run.json."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    dtype = dtype or torch.float32
+    mode = model.bert.attention if model is not None else "auto"
+    half = dtype in (torch.float16, torch.bfloat16)
+    fa_ok, fa_why = flash_attn_status()
+    if mode == "sdpa":
+        attn, why = "sdpa", "attention='sdpa' (padded)"
+    elif device.type == "cuda" and half and fa_ok:
+        attn, why = "flash_varlen", f"{fa_why}, unpadded ({mode})"
+    elif mode == "varlen":
+        attn, why = "varlen_torch", f"attention='varlen' forced without flash-attn: {fa_why}"
+    else:
+        attn = "sdpa"
+        why = ("padded SDPA: " + ("not CUDA" if device.type != "cuda" else
+                                  f"dtype {str(dtype).replace('torch.', '')}" if not half else fa_why))
+    out = {"attention": attn, "attention_why": why, "device": str(device),
+           "dtype": str(dtype).replace("torch.", "")}
+    out.update(kernels.selection(device))
+    if model is not None:
+        fused = model.fused_mlm_loss
+        out["mlm_loss"] = ("fused" if (device.type == "cuda" if fused is None else fused) else "dense")
+        out["mlm_loss_why"] = "fused_mlm_loss=" + ("auto (fused on CUDA)" if fused is None else str(fused))
+        out["ce_chunk_size"] = model.ce_chunk_size
+    return out
 
 
 def _torch_varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p, scale):

@@ -1,0 +1,53 @@
+"""benchmarks/bench_gpu.py (the GPU check): a CPU smoke run of its sections so it cannot rot here, and
+the real run, marked ``gpu``, where a CUDA device exists."""
+import json
+import sys
+
+import pytest
+
+from tests.procs import ROOT, child_env, run
+
+BENCH = str(ROOT / "benchmarks" / "bench_gpu.py")
+
+
+def test_bench_gpu_smoke_on_cpu(tmp_path):
+    """Every section but the compile table (tests/pretrain/test_kernels_compile.py) at tiny shapes:
+    kernels interpreted against float64, the three attention paths, the trainer's command lines
+    parsed by today's CLI, the throughput loop. ~45 s here."""
+    out = tmp_path / "smoke.json"
+    env = child_env(OMP_NUM_THREADS=1)
+    env.pop("TRITON_INTERPRET", None)
+    cp = run([sys.executable, BENCH, "--device", "cpu", "--tiny", "--sections", "env,kernels,parity,trainer,speed",
+              "--trainer-dry-run", "--json", str(out)], timeout=600, env=env, check=False)
+    assert cp.returncode == 0, cp.stdout[-5000:]
+    report = json.loads(out.read_text())
+    statuses = {k: v["status"] for k, v in report["sections"].items()}
+    assert statuses == {k: "pass" for k in ("env", "kernels", "parity", "trainer", "speed")}, statuses
+    kernels = report["sections"]["kernels"]["results"]
+    assert {r["name"] for r in kernels} == {"bias_gelu", "add_layer_norm", "linear_ce[triton]"}
+    assert all(r["finite"] and r["err_triton"] < 1e-2 for r in kernels)
+    assert "summary" in cp.stdout and "no section failed" in cp.stdout
+
+
+def test_bench_gpu_failing_section_does_not_hide_the_others(tmp_path):
+    """A section that raises is reported as FAIL, the next still runs, and the exit code is 1."""
+    out = tmp_path / "r.json"
+    code = ("import sys; sys.argv = ['bench_gpu']; sys.path.insert(0, {b!r}); import bench_gpu\n"
+            "def boom(args, device): raise RuntimeError('planted')\n"
+            "bench_gpu.section_env = boom\n"
+            "sys.exit(bench_gpu.main(['--device', 'cpu', '--tiny', '--sections', 'env,speed', '--json', {o!r}]))\n"
+            ).format(b=str(ROOT / "benchmarks"), o=str(out))
+    cp = run([sys.executable, "-c", code], timeout=300, check=False)
+    assert cp.returncode == 1, cp.stdout[-3000:]
+    report = json.loads(out.read_text())
+    assert report["sections"]["env"]["status"] == "FAIL" and "planted" in report["sections"]["env"]["reason"]
+    assert report["sections"]["speed"]["status"] == "pass"
+
+
+@pytest.mark.gpu
+def test_gpu_check_on_cuda(tmp_path):
+    """The whole check on the GPU (what `make gpu-check` runs)."""
+    out = tmp_path / "gpu_check.json"
+    cp = run([sys.executable, BENCH, "--json", str(out)], timeout=1200, check=False)
+    print(cp.stdout)
+    assert cp.returncode == 0, cp.stdout[-8000:]

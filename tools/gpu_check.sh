@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make gpu-check`: the GPU check in an EXISTING CUDA Python (GPU_PYTHON, default python3), whose torch
+# is kept. Where DeepSpeed is missing, the wheels in .whl/ (tools/gpu_wheels.sh) and this project are
+# installed with --no-deps into .cache/gpu-site, put first on PYTHONPATH (after the checkout itself).
+# Then: benchmarks/bench_gpu.py (its sections; without CUDA: the sm_80/sm_90 compile table, the rest
+# skipped with one line) and the pytest tests marked `gpu`. Exit 1 if either failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${GPU_PYTHON:-python3}
+JSON=${GPU_JSON:-$ROOT/gpu_check.json}
+SITE=$ROOT/.cache/gpu-site
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+if ! "$PY" -c "import deepspeed" >/dev/null 2>&1; then
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        echo "gpu-check: DeepSpeed missing in $PY: installing .whl/*.whl and the project (--no-deps) into $SITE"
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+            .whl/*.whl || exit 2
+        "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \
+            --target "$SITE" . >/dev/null 2>&1 || echo "gpu-check: project not installed into $SITE (run from the checkout)"
+        export PYTHONPATH="$ROOT:$SITE:${PYTHONPATH#"$ROOT:"}"
+    else
+        echo "gpu-check: DeepSpeed missing in $PY and no .whl/ (run tools/gpu_wheels.sh where pip has a network):" \
+             "the trainer section will fail"
+    fi
+fi
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    export DS_ACCELERATOR=cuda
+else
+    echo "gpu-check: no CUDA device: compile table only, every other section skipped"
+fi
+"$PY" benchmarks/bench_gpu.py --json "$JSON" "$@"
+bench=$?
+"$PY" -m pytest -q -rs -m gpu -p no:cacheprovider tests --deselect tests/gpu/test_bench_gpu.py::test_gpu_check_on_cuda
+tests=$?
+[ $tests -eq 5 ] && tests=0  # no test selected is not a failure
+echo "gpu-check: bench_gpu exit $bench, gpu tests exit $tests; results in $JSON"
+[ $bench -eq 0 ] && [ $tests -eq 0 ]
