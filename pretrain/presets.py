@@ -6,6 +6,8 @@ from pathlib import Path
 
 from transformers import BertConfig
 
+from pretrain.errors import PretrainError
+
 NUM_RELATIONS = 3  # 0 contiguous, 1 random, 2 linked (data_prep.shards constants)
 RELATION_NAMES = ("contiguous", "random", "linked")
 
@@ -23,7 +25,7 @@ _COMMON = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
                layer_norm_eps=1e-12, pad_token_id=0)
 
 
-class ConfigError(ValueError):
+class ConfigError(PretrainError, ValueError):
     """A model spec or override a user got wrong; the message names it and the fix."""
 
 
