@@ -203,6 +203,22 @@ def verify_dataset(dataset_dir: str | Path, mode: str = "full", workers: int | N
     return report
 
 
+def startup_lines(dataset_dir: str | Path, mode: str = "quick") -> tuple[list[str], list[str]]:
+    """(lines, problems): what `linkbert-pretrain` checks about this dataset at start-up, for `inspect`."""
+    from data_prep.shards import load_manifest
+    m = load_manifest(dataset_dir)
+    report = verify_dataset(dataset_dir, mode)
+    tok = m.get("tokenizer") if isinstance(m.get("tokenizer"), dict) else {}
+    pairs = sum(int(s.get("num_pairs", 0)) for s in m.get("shards", []))
+    h = tok.get("vocab_sha256")
+    lines = [f"start-up checks: vocabulary {tok.get('name', '?')} sha256 {h[:12] if h else 'not recorded'} "
+             "(compared with the tokenizer of --init-from, --data.tokenizer and a resumed checkpoint)",
+             f"start-up checks: shards {report.summary()}",
+             f"start-up checks: {pairs} pairs: data.held_out must be below that"]
+    lines += [f"start-up checks: note: {n}" for n in report.notes]
+    return lines, report.problems
+
+
 def add_arguments(p) -> None:
     p.add_argument("dir", help="dataset directory made by `linkbert-prep build`")
     p.add_argument("--mode", choices=MODES, default="full",

@@ -182,3 +182,16 @@ def test_one_document_corpus_is_an_error(tmp_path, minilm_dir, capsys):
     assert rc == 2 and len(err) == 1 and "only one usable document" in err[0]
     assert not (tmp_path / "o").exists()
 
+
+
+def test_inspect_reports_startup_checks_and_fails_on_a_problem(copy, capsys):
+    assert prep_main(["inspect", str(copy), "--num-pairs", "0", "--verify", "full"]) == 0
+    out = capsys.readouterr().out
+    sha = _manifest(copy)["tokenizer"]["vocab_sha256"][:12]
+    assert "start-up checks: vocabulary" in out and sha in out
+    assert "start-up checks: shards 2 shard(s)" in out and "checked (full)" in out and ": OK" in out
+    p = copy / "shard_00001.h5"
+    p.write_bytes(p.read_bytes()[:-100])
+    assert prep_main(["inspect", str(copy), "--num-pairs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shard_00001.h5" in err[0] and "truncated" in err[0]
