@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from pretrain.errors import PretrainError
-from pretrain.storage import StorageError, check_free_space, is_write_failure, write_error
+from pretrain.storage import (CHECKPOINT_BYTES_PER_PARAM, StorageError, check_free_space, is_write_failure,
+                              write_error)
 
 COMPLETE = "COMPLETE"
 RUN_META = "run.json"
@@ -89,6 +90,14 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
+def _estimate_bytes(engine) -> int | None:
+    """The first save's size from the parameter count (ZeRO-3 keeps the full count in ``ds_numel``)."""
+    module = getattr(engine, "module", None)
+    if module is None:
+        return None
+    return CHECKPOINT_BYTES_PER_PARAM * sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())
+
+
 def save(engine, output: str | Path, step: int, meta: dict, rank: int, barrier, tokenizer_dir=None,
          keep_last: int = 3, need_bytes: int | None = None) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder.
@@ -102,7 +111,8 @@ def save(engine, output: str | Path, step: int, meta: dict, rank: int, barrier, 
     folder = root / tag
     last = latest_complete(output)
     kept = f"; the last complete checkpoint {last} is kept" if last is not None else ""
-    need = need_bytes if need_bytes is not None else (folder_bytes(last) if last is not None else None)
+    need = need_bytes if need_bytes is not None else (folder_bytes(last) if last is not None else
+                                                      _estimate_bytes(engine))
     if need:
         try:
             check_free_space(root, need, f"checkpoint {tag}")

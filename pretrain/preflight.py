@@ -19,12 +19,9 @@ from data_prep.errors import PrepError
 from data_prep.verify import VerifyReport, tokenizer_vocab_sha256, verify_shards
 from pretrain.config import ConfigError, RunConfig, check_batch
 from pretrain.errors import PretrainError
-from pretrain.storage import StorageError, check_free_space, check_writable, free_bytes, human, mount_point
+from pretrain.storage import (CHECKPOINT_BYTES_PER_PARAM, EXPORT_BYTES_PER_PARAM, StorageError, check_free_space,
+                              check_writable, free_bytes, human, mount_point)
 
-# Bytes a training checkpoint takes per parameter (upper estimate): module weights (fp32 4), Adam/LAMB's
-# fp32 master copy and two moments (12); DeepSpeed writes the master copy even at fp32.
-CHECKPOINT_BYTES_PER_PARAM = 16
-EXPORT_BYTES_PER_PARAM = 4   # the HF export (fp32 safetensors)
 
 
 class PreflightError(PretrainError):

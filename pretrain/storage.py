@@ -18,6 +18,12 @@ _WRITE_FAILURES = ("inline_container", "Parent directory", "file write failed", 
                    "Permission denied", "PytorchStreamWriter failed")
 
 
+# Bytes a training checkpoint takes per parameter (upper estimate): module weights (fp32 4), Adam/LAMB's
+# fp32 master copy and two moments (12); DeepSpeed writes the master copy even at fp32.
+CHECKPOINT_BYTES_PER_PARAM = 16
+EXPORT_BYTES_PER_PARAM = 4   # the HF export (fp32 safetensors)
+
+
 class StorageError(PretrainError, OSError):
     """The output disk cannot take what the run must write; the message names the path, the disk and the fix."""
 

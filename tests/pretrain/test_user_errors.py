@@ -137,3 +137,13 @@ def test_a_shard_damaged_after_start_names_the_shard_and_rows(tmp_path):
     (d / "shard_00001.h5").write_bytes(b"\0" * 4096)   # replaced behind the run's back
     with pytest.raises(ShardError, match=r"shard_00001.h5: cannot read rows 50..59 .*linkbert-prep verify"):
         ds.read(np.arange(150, 160))
+
+
+def test_first_save_checks_space_from_the_parameter_count(tmp_path, monkeypatch):
+    engine = FakeEngine()
+    engine.module = torch.nn.Linear(100, 100)   # 10,100 parameters -> ~160 KB at 16 bytes each
+    monkeypatch.setattr(storage, "free_bytes", lambda path: 100_000)
+    with pytest.raises(StorageError, match=r"about 161.6 KB needed for checkpoint step1"):
+        _save(tmp_path / "run", 1, engine)
+    monkeypatch.setattr(storage, "free_bytes", lambda path: 10**9)
+    assert (_save(tmp_path / "run", 1, engine) / ckpt.COMPLETE).is_file()
