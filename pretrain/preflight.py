@@ -35,6 +35,7 @@ class PreflightReport:
     lines: list[str] = field(default_factory=list)
     problems: list[PretrainError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    vocab_sha256: str | None = None   # the data's vocabulary (for the checkpoint's run.json)
 
     @property
     def ok(self) -> bool:
@@ -241,6 +242,7 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
     datasets = load_datasets(d.paths, report)
     if not datasets:
         return report
+    report.vocab_sha256 = next((x.vocab_sha256 for x in datasets if x.vocab_sha256), None)
     sources = {"--init-from": cfg.model.init_from, "--data.tokenizer": d.tokenizer}
     for p in check_vocab(datasets, sources):
         report.problem(p)
@@ -320,3 +322,19 @@ def agree(report: PreflightReport, dist) -> PreflightReport:
     report.problems = merged
     return report
 
+
+
+def check_or_raise(cfg: RunConfig, rank: int = 0, world: int = 1, dist=None, log=None) -> PreflightReport:
+    """What the trainer calls on every rank before it builds the data loader and the engine: run the
+    checks (this rank hashes its share of the shards), combine the ranks' problems when ``dist`` is
+    given, log the report on rank 0, and raise the first problem on every rank."""
+    report = preflight(cfg, rank, world)
+    if dist is not None and world > 1:
+        agree(report, dist)
+    if log is not None and rank == 0:
+        for line in report.lines:
+            log.info("preflight: %s", line)
+        for note in report.notes:
+            log.warning("preflight: %s", note)
+    report.raise_first()
+    return report

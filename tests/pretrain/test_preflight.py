@@ -62,6 +62,7 @@ def one_problem(report: PreflightReport, *needles):
 def test_matching_run_passes(data, minilm_dir, tmp_path):
     r = preflight(cfg_for(data, tmp_path / "run", model__init_from=str(minilm_dir)))
     assert r.ok, r.text()
+    assert r.vocab_sha256 == json.loads((data / "manifest.json").read_text())["tokenizer"]["vocab_sha256"]
     text = r.text()
     for what in ("vocabulary: the data's is the one of --init-from", "shards: 1 shard(s)", "checked (full)",
                  "held-out: 256 of", "model: --init-from", "output", "devices:", "batch: micro 8"):
@@ -187,3 +188,37 @@ def test_preflight_error_is_a_pretrain_error():
         assert issubclass(cls, PretrainError), cls
     assert issubclass(ShardError, PrepError)
     assert not issubclass(FileNotFoundError, PretrainError)
+
+
+def test_check_or_raise_combines_ranks_and_raises_on_every_rank(tmp_path):
+    import logging
+
+    from pretrain.preflight import check_or_raise
+    d = synthetic_dataset(tmp_path / "syn", n=200, shards=2)
+    cfg = cfg_for(d, tmp_path / "run", data__held_out=10)
+    assert check_or_raise(cfg).vocab_sha256 is None   # a synthetic manifest records no vocabulary
+    p = d / "shard_00001.h5"
+    b = bytearray(p.read_bytes())
+    b[len(b) // 2] ^= 0x40
+    p.write_bytes(bytes(b))
+    own = [preflight(cfg, rank=r, world=2).problems for r in range(2)]
+    assert [len(x) for x in own] == [0, 1]    # rank 1 hashes shard 1
+
+    class FakeDist:
+        def get_world_size(self):
+            return 2
+
+        def all_gather_object(self, out, obj):
+            out[:] = [[(type(e).__name__, str(e)) for e in x] for x in own]
+
+    records = []
+
+    class Log(logging.Handler):
+        def emit(self, rec):
+            records.append(rec.getMessage())
+    log = logging.getLogger("test-preflight")
+    log.addHandler(Log())
+    log.setLevel(logging.INFO)
+    with pytest.raises(PreflightError, match="shard_00001.h5: sha256"):
+        check_or_raise(cfg, rank=0, world=2, dist=FakeDist(), log=log)   # rank 0 raises rank 1's finding
+    assert any(r.startswith("preflight: shards: 2 shard(s)") for r in records)
