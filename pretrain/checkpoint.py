@@ -26,8 +26,13 @@ import numpy as np
 import torch
 
 from pretrain.errors import PretrainError
-from pretrain.storage import (CHECKPOINT_BYTES_PER_PARAM, StorageError, check_free_space, is_write_failure,
-                              write_error)
+from pretrain.storage import (
+    CHECKPOINT_BYTES_PER_PARAM,
+    StorageError,
+    check_free_space,
+    is_write_failure,
+    write_error,
+)
 
 COMPLETE = "COMPLETE"
 RUN_META = "run.json"

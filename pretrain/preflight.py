@@ -19,9 +19,16 @@ from data_prep.errors import PrepError
 from data_prep.verify import VerifyReport, tokenizer_vocab_sha256, verify_shards
 from pretrain.config import ConfigError, RunConfig, check_batch
 from pretrain.errors import PretrainError
-from pretrain.storage import (CHECKPOINT_BYTES_PER_PARAM, EXPORT_BYTES_PER_PARAM, StorageError, check_free_space,
-                              check_writable, free_bytes, human, mount_point)
-
+from pretrain.storage import (
+    CHECKPOINT_BYTES_PER_PARAM,
+    EXPORT_BYTES_PER_PARAM,
+    StorageError,
+    check_free_space,
+    check_writable,
+    free_bytes,
+    human,
+    mount_point,
+)
 
 
 class PreflightError(PretrainError):
