@@ -277,4 +277,10 @@ def export_hf(folder: Path, out_dir: str | Path) -> Path:
     config = BertConfig.from_dict(meta["model_config"])
     state = consolidated_state_dict(folder)
     tok = folder if any((folder / n).is_file() for n in TOKENIZER_FILES) else None
-    return save_hf(state, config, out_dir, tokenizer_dir=tok)
+    try:
+        return save_hf(state, config, out_dir, tokenizer_dir=tok)
+    except Exception as e:
+        if not is_write_failure(e):
+            raise
+        raise write_error(out_dir, e, "the Hugging Face export", f"; the checkpoint {folder} is complete: rerun "
+                          f"`linkbert-export {folder} --out DIR` once there is room") from None

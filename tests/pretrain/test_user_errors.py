@@ -146,3 +146,17 @@ def test_first_save_checks_space_from_the_parameter_count(tmp_path, monkeypatch)
         _save(tmp_path / "run", 1, engine)
     monkeypatch.setattr(storage, "free_bytes", lambda path: 10**9)
     assert (_save(tmp_path / "run", 1, engine) / ckpt.COMPLETE).is_file()
+
+
+def test_export_to_an_unwritable_place_is_one_line(tmp_path, monkeypatch):
+    from pretrain.modeling import LinkBertForPreTraining, model_config
+    config = model_config("tiny", vocab_size=50)
+    folder = tmp_path / "checkpoints" / "step1"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"step": 1, "model_config": config.to_dict()}))
+    state = LinkBertForPreTraining(config).state_dict()
+    monkeypatch.setattr(ckpt, "consolidated_state_dict", lambda f: state)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StorageError, match=r"afile/hf: writing the Hugging Face export failed: .*step1 is complete"):
+        ckpt.export_hf(folder, tmp_path / "afile" / "hf")
+    assert (ckpt.export_hf(folder, tmp_path / "hf") / "model.safetensors").is_file()
