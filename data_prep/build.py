@@ -1,15 +1,16 @@
 """Tokenize, segment, link and pair a corpus into HDF5 shards (SPEC section 3).
 
 Steps: (1) each rank tokenizes its share of the batches of lines (whole files when there are at least K
-files, else every K-th batch of each file) across its worker processes, appending token ids to a file in ``OUT/.work`` (the corpus never sits in memory);
+files, else every K-th batch of each file) across its worker processes, appending token ids to a file in ``.OUT.building/.work`` (the corpus never sits in memory);
 (2) rank 0 walks the batches in input order: document rows, duplicate ids, unit and chunk tables, link graph;
 (3) rank 0 samples the pairs (pure function of seed and anchor/dupe index) and shuffles them;
-(4) every rank writes its share of the shards across its workers; rank 0 writes the manifest.
-The work directory is on the output folder, so under MPI it must be a filesystem all ranks share.
+(4) every rank writes its share of the shards across its workers; rank 0 writes the manifest (with each
+shard's sha256, size and pair count) and swaps the finished folder in at OUT (data_prep.staging): a build
+that fails leaves a previous build at OUT intact.
+The work directory is beside the output folder, so under MPI it must be a filesystem all ranks share.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -18,7 +19,6 @@ import shutil
 import sys
 import threading
 import time
-from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep import segments as segments_mod
-from data_prep import shard_writer
+from data_prep import shard_writer, staging
 from data_prep.corpus import CorpusIndex, corpus_files, iter_file_lines
 from data_prep.errors import PrepError
 from data_prep.pairs import MIX_POLICIES, mix_of, sample_pairs, sample_sentence_pairs
@@ -34,6 +34,7 @@ from data_prep.parallel import make_pool, ordered_map, world
 from data_prep.segments import run_batch
 from data_prep.shard_writer import SegmentTable
 from data_prep.shards import DOCS, FORMAT, MANIFEST, RELATION_NAMES, VERSION, SpecialIds, token_dtype
+from data_prep.verify import vocab_sha256
 
 SEGMENTINGS = ("sentences", "fixed")
 BATCH_LINES = 256
@@ -205,13 +206,12 @@ def _tokenizer_info(src: str, dst: Path) -> dict:
             raise PrepError(f"--tokenizer {src}: {key} token {t!r} is not in the vocabulary; a BERT tokenizer "
                             "needs [CLS] [SEP] [PAD] [MASK]")
         ids[f"{key}_id"] = vocab[t]
-    text = "".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
     cfg = dst / "tokenizer_config.json"
     name = json.loads(cfg.read_text(encoding="utf-8")).get("name_or_path") if cfg.is_file() else None
     if not (isinstance(name, str) and name):
         name = str(src) if srcp != Path(src).expanduser() else srcp.resolve().name   # a Hub id is its name
     return {"name": name, "source": str(srcp.resolve()), "path": dst.name,
-            "vocab_size": max(vocab.values()) + 1, "vocab_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "vocab_size": max(vocab.values()) + 1, "vocab_sha256": vocab_sha256(vocab),
             **ids}
 
 
@@ -377,6 +377,10 @@ def build(opts: BuildOptions, comm=None) -> dict:
     pool = make_pool(opts.workers)
     try:
         return _build(opts, comm, pool)
+    except BaseException:
+        if comm.rank == 0 and not opts.keep_work:
+            staging.discard(staging.staging_dir(Path(opts.out)))   # the finished build at --out is untouched
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -387,20 +391,24 @@ def build(opts: BuildOptions, comm=None) -> dict:
 def _build(opts: BuildOptions, comm, pool) -> dict:
     t0 = time.time()
     build_id = f"{time.time_ns()}-{comm.rank}"
-    out = Path(opts.out)
+    final = Path(opts.out)
+    out = staging.staging_dir(final)   # everything is written here; swapped in at --out when complete
     work = out / ".work"
     progress = opts.progress and comm.rank == 0
 
     def prepare():
-        out.mkdir(parents=True, exist_ok=True)
-        for old in list(out.glob("shard_*.h5")) + [out / MANIFEST]:
-            old.unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
+        if final.exists() and not final.is_dir():
+            raise PrepError(f"--out {final}: exists and is not a folder; choose a folder path")
+        shutil.rmtree(out, ignore_errors=True)   # a killed build's leftovers
+        try:
+            work.mkdir(parents=True)
+        except OSError as e:
+            raise PrepError(f"--out {final}: cannot create {out} ({e.strerror}); choose a writable place") from None
         # a directory corpus that contains --out must not read a previous build's docs.jsonl as input
-        files = [f for f in corpus_files(opts.corpus) if out.resolve() not in f.resolve().parents]
+        files = [f for f in corpus_files(opts.corpus)
+                 if not {final.resolve(), out.resolve()} & set(f.resolve().parents)]
         if not files:
-            raise PrepError(f"--corpus {' '.join(map(str, opts.corpus))}: no corpus files outside --out {out}")
+            raise PrepError(f"--corpus {' '.join(map(str, opts.corpus))}: no corpus files outside --out {final}")
         return _tokenizer_info(opts.tokenizer, out / "tokenizer"), [str(f) for f in files]
 
     tok_info, files = _on_rank0(comm, prepare)
@@ -470,11 +478,17 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         if segs.doc_seg_indptr[-1] == 0:
             raise PrepError(f"{', '.join(map(str, files))}: no usable documents "
                             f"({dict(asm.index.skipped)} skipped); nothing to build")
+        if asm.index.num_docs < 2:
+            raise PrepError(f"{', '.join(map(str, files))}: only one usable document; random and linked pairs "
+                            "need partners from other documents: give a corpus of at least 2 documents")
         segs.save(work / "segments.npz")
         segs.doc_start = None  # only the shard writers need it (from segments.npz)
         np.savez(out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
         pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
         n = len(pairs.label)
+        if n == 0:
+            raise PrepError(f"{', '.join(map(str, files))}: 0 pairs from {asm.index.num_docs} documents; check "
+                            "--pair-mix (a relation the corpus cannot give) or add documents")
         num_shards = opts.num_shards or max(1, math.ceil(n / DEFAULT_SHARD_ROWS))
         if n and num_shards > n:
             raise PrepError(f"--num-shards {num_shards}: only {n} pairs; use at most {n} shards")
@@ -529,7 +543,8 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
                         "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
                         "skip_bad_lines": opts.skip_bad_lines, "num_shards": summary["num_shards"]},
             "docs": DOCS, "graph": "graph.npz",
-            "shards": [{"path": Path(p).name, "num_pairs": n, "sha256": sha} for p, n, sha in shards],
+            "shards": [{"path": Path(p).name, "num_pairs": n, "sha256": sha, "size": Path(p).stat().st_size}
+                       for p, n, sha in shards],
             "stats": summary["stats"],
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -538,6 +553,7 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     if comm.rank == 0:
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
+        staging.swap_in(out, final, _is_build_output)
         st = manifest["stats"]
         gap = max(abs(st["pairs"]["mix"][k] - st["pairs"]["target_mix"][k]) for k in RELATION_NAMES)
         if gap > 0.02:
@@ -550,13 +566,20 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
               f"from {st['documents']['used']} documents, {st['segments']['total']} anchors, {st['links']['used']} links, "
               f"{st['tokens']} tokens in {time.time() - t0:.1f}s (tokenize {t_tok - t0:.1f}, graph+pairs "
               f"{t_pairs - t_tok:.1f}, shards {t_shards - t_pairs:.1f}) with {comm.size} rank(s) x {opts.workers} "
-              f"worker(s) -> {out}", file=sys.stderr)
+              f"worker(s) -> {final}", file=sys.stderr)
+    comm.barrier()   # every rank returns once --out holds the new build
     manifest["timings_s"] = {"tokenize": t_tok - t0, "graph_pairs": t_pairs - t_tok, "shards": t_shards - t_pairs,
                              "total": time.time() - t0}  # returned only, not written: the file stays reproducible
     return manifest
 
 
 PAIR_FIELDS = ("a_lo", "a_units", "partner", "b_units", "label")
+
+
+def _is_build_output(name: str) -> bool:
+    """Entries a build writes in --out (an old build's are replaced, anything else is kept)."""
+    return name in (MANIFEST, DOCS, "graph.npz", "tokenizer", ".work") or (name.startswith("shard_")
+                                                                          and name.endswith(".h5"))
 
 
 def _spans(cols: dict, lo: int, hi: int):

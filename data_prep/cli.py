@@ -10,11 +10,11 @@ import importlib
 import sys
 
 from data_prep.errors import PrepError
-from data_prep.shards import ShardError
 
 SUBCOMMANDS = {
     "convert": ("data_prep.convert", "turn PubMed XML, Wikipedia dumps or HTML folders into corpus JSONL"),
     "build": ("data_prep.build", "tokenize, segment, link and pair a corpus into HDF5 shards"),
+    "verify": ("data_prep.verify", "check every shard's size, pair count and sha256 against the manifest"),
     "inspect": ("data_prep.inspect", "show a prepared dataset's stats, decoded pairs and a plot"),
     "train-tokenizer": ("data_prep.train_tokenizer", "train a WordPiece vocabulary on a corpus"),
 }
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (PrepError, ShardError) as e:
+    except PrepError as e:   # every user error of this package (ShardError included); bugs keep tracebacks
         print(f"linkbert-prep {args.command}: error: {e}", file=sys.stderr)
         return 2
 

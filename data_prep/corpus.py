@@ -13,6 +13,7 @@ import bz2
 import gzip
 import hashlib
 import json
+import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -53,15 +54,17 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
                          what=f"corpus files (*{', *'.join(SUFFIXES)})", noun="corpus file")
 
 
-def open_binary(path: Path):
-    """Open plain, gzip or bzip2 by content (magic bytes), not by name."""
+def open_binary(path: Path, raw=None):
+    """Open plain, gzip or bzip2 by content (magic bytes), not by name. ``raw``: an already open binary
+    file to decompress (its position then tells how far into the compressed file reading got)."""
     with open(path, "rb") as f:
         magic = f.read(3)
+    src = raw if raw is not None else path
     if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
+        return gzip.open(src, "rb")
     if magic == b"BZh":
-        return bz2.open(path, "rb")
-    return open(path, "rb")
+        return bz2.open(src, "rb")
+    return open(path, "rb") if raw is None else raw
 
 
 def iter_lines(files: list[Path]) -> Iterator[tuple[int, int, bytes]]:
@@ -71,13 +74,29 @@ def iter_lines(files: list[Path]) -> Iterator[tuple[int, int, bytes]]:
 
 
 def iter_file_lines(fi: int, path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """A damaged file (truncated or corrupt .gz/.bz2 stream, unreadable disk) is one PrepError naming the
+    file, the last good line and the compressed byte offset. --skip-bad-lines cannot skip it: a
+    compressed stream does not resynchronise after damage, so what follows the damage is unreadable."""
+    lineno = 0
     try:
-        with open_binary(path) as f:
-            for lineno, raw in enumerate(f, 1):
-                if raw.strip():
-                    yield fi, lineno, raw
-    except (OSError, EOFError) as e:  # truncated .gz, bad bz2 stream, unreadable file
-        raise PrepError(f"{path}: cannot read ({e}); check the file is complete") from e
+        raw = open(path, "rb")
+    except OSError as e:
+        raise PrepError(f"{path}: cannot open ({e.strerror}); check the path and its permissions") from None
+    with raw:
+        try:
+            with open_binary(path, raw) as f:
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        yield fi, lineno, line
+        except (OSError, EOFError, zlib.error) as e:  # truncated .gz, bad gzip/bz2 stream, I/O error
+            where = f"after line {lineno}" if lineno else "before the first line"
+            try:
+                at = f", near compressed byte {raw.tell()}"
+            except (OSError, ValueError):
+                at = ""
+            raise PrepError(f"{path}: damaged or truncated {where}{at} ({type(e).__name__}: {e}); re-download "
+                            "or re-compress the file (--skip-bad-lines cannot skip a damaged compressed "
+                            "stream)") from None
 
 
 @dataclass

@@ -21,10 +21,17 @@ def add_arguments(p) -> None:
     p.add_argument("--num-pairs", type=int, default=3, help="decoded pairs to show")
     p.add_argument("--seed", type=int, default=0, help="which pairs to show")
     p.add_argument("--plot", default=None, help="write a PNG of the relation mix and linked in-degrees")
+    p.add_argument("--verify", choices=("full", "quick", "none"), default="quick",
+                   help="shard check as pretraining's data.verify does it (default quick; full hashes every shard)")
 
 
 def run(args) -> int:
+    from data_prep.verify import startup_lines
+    lines, problems = startup_lines(args.dir, args.verify)   # what linkbert-pretrain would check at start-up
+    if problems:   # before reading any pair: a damaged shard is this one line, not an h5py traceback
+        raise PrepError(problems[0])
     print(inspect_dataset(args.dir, num_pairs=args.num_pairs, plot=args.plot, seed=args.seed))
+    print("\n".join(lines))
     return 0
 
 

@@ -84,6 +84,44 @@ def world(environ=None):
     return MPIComm(comm) if comm.Get_size() > 1 else SingleComm()
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when ``parent_pid`` dies, whatever kills it (SIGKILL included).
+
+    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); the check after
+    it covers a parent that died before the call. Elsewhere a daemon thread polls the parent id. The
+    resource tracker needs no watch of its own: it exits when the last process holding its pipe (the
+    parent and these workers) is gone."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def spawn_pool(workers: int):
+    """A multiprocessing Pool (spawn) whose workers die with this process (converters use it)."""
+    return mp.get_context("spawn").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
+
+
 def make_pool(workers: int):
     """A process pool for ``ordered_map`` (None for one worker: work then runs in this process).
 
@@ -91,11 +129,13 @@ def make_pool(workers: int):
     concurrent.futures, not multiprocessing.Pool: a worker that dies (OOM killer, a script that
     calls build() without an ``if __name__ == "__main__":`` guard) raises BrokenProcessPool at once,
     where Pool silently starts a replacement and the build waits forever.
-    One pool serves every step of a build, so workers start once.
+    One pool serves every step of a build, so workers start once. Workers die with this process
+    (``die_with_parent``): a build killed with SIGKILL leaves no orphans.
     """
     if workers <= 1:
         return None
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
 
 
 def ordered_map(fn: Callable, items: Iterable, pool=None, workers: int = 1,

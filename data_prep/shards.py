@@ -12,6 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_prep.errors import PrepError
+
 FORMAT = "linkbert-pairs"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -88,7 +90,7 @@ def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class ShardError(ValueError):
+class ShardError(PrepError, ValueError):
     """A prepared dataset that does not follow SPEC section 3."""
 
 

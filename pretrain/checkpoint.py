@@ -25,6 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pretrain.errors import PretrainError
+from pretrain.storage import (
+    CHECKPOINT_BYTES_PER_PARAM,
+    StorageError,
+    check_free_space,
+    is_write_failure,
+    write_error,
+)
+
 COMPLETE = "COMPLETE"
 RUN_META = "run.json"
 MASTER_WEIGHTS = "fp32_master_weights.pt"   # ZeRO-0 fp16/bf16 runs: the weights the optimizer updates
@@ -33,8 +42,8 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 FAULT_ENV = "LINKBERT_FAULT_SAVE_STEP"   # tests: die inside the save of this step, before COMPLETE
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(PretrainError, RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the folder and the fix."""
 
 
 def ckpt_root(output: str | Path) -> Path:
@@ -83,31 +92,63 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _estimate_bytes(engine) -> int | None:
+    """The first save's size from the parameter count (ZeRO-3 keeps the full count in ``ds_numel``)."""
+    module = getattr(engine, "module", None)
+    if module is None:
+        return None
+    return CHECKPOINT_BYTES_PER_PARAM * sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())
+
+
 def save(engine, output: str | Path, step: int, meta: dict, rank: int, barrier, tokenizer_dir=None,
-         keep_last: int = 3) -> Path:
-    """Collective: every rank calls it. Returns the checkpoint folder."""
+         keep_last: int = 3, need_bytes: int | None = None) -> Path:
+    """Collective: every rank calls it. Returns the checkpoint folder.
+
+    Before writing, the disk must have room for a checkpoint as large as the newest complete one (or
+    ``need_bytes``); older checkpoints are pruned only after the new one is COMPLETE, so a full disk or
+    an unwritable folder fails with one line (StorageError: path, disk, fix) and the last complete
+    checkpoint stays resumable."""
     root = ckpt_root(output)
     tag = tag_for(step)
     folder = root / tag
-    if rank == 0 and folder.exists():   # a leftover incomplete save of the same step (we resumed before it)
-        shutil.rmtree(folder)
-    barrier()
-    engine.save_checkpoint(str(root), tag=tag, client_state={"linkbert": meta}, save_latest=False)
-    torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
+    last = latest_complete(output)
+    kept = f"; the last complete checkpoint {last} is kept" if last is not None else ""
+    need = need_bytes if need_bytes is not None else (folder_bytes(last) if last is not None else
+                                                      _estimate_bytes(engine))
+    if need:
+        try:
+            check_free_space(root, need, f"checkpoint {tag}")
+        except StorageError as e:
+            raise StorageError(f"{e}{kept}") from None
+    try:
+        if rank == 0 and folder.exists():   # a leftover incomplete save of the same step (we resumed before it)
+            shutil.rmtree(folder)
+        barrier()
+        engine.save_checkpoint(str(root), tag=tag, client_state={"linkbert": meta}, save_latest=False)
+        torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
+        if rank == 0:
+            master = master_weights(engine) if int(meta.get("zero_stage", 0)) == 0 else None
+            if master is not None:   # what an export must read: see master_weights
+                torch.save(master, folder / MASTER_WEIGHTS)
+            _atomic_write(folder / RUN_META, json.dumps(meta, indent=2, default=str) + "\n")
+            if tokenizer_dir is not None:
+                for name in TOKENIZER_FILES:
+                    if (Path(tokenizer_dir) / name).is_file():
+                        shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
+        if os.environ.get(FAULT_ENV) == str(step):
+            os._exit(17)   # a crash between the files and the marker: this checkpoint must never be resumed
+        barrier()   # every rank's shards are on disk before the marker says so
+        if rank == 0:
+            _atomic_write(folder / COMPLETE, json.dumps({"step": step}) + "\n")
+    except Exception as e:
+        if not is_write_failure(e):
+            raise
+        raise write_error(folder, e, f"checkpoint {tag}", kept) from None
     if rank == 0:
-        master = master_weights(engine) if int(meta.get("zero_stage", 0)) == 0 else None
-        if master is not None:   # what an export must read: see master_weights
-            torch.save(master, folder / MASTER_WEIGHTS)
-        _atomic_write(folder / RUN_META, json.dumps(meta, indent=2, default=str) + "\n")
-        if tokenizer_dir is not None:
-            for name in TOKENIZER_FILES:
-                if (Path(tokenizer_dir) / name).is_file():
-                    shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
-    if os.environ.get(FAULT_ENV) == str(step):
-        os._exit(17)   # a crash between the files and the marker: this checkpoint must never be resumed
-    barrier()   # every rank's shards are on disk before the marker says so
-    if rank == 0:
-        _atomic_write(folder / COMPLETE, json.dumps({"step": step}) + "\n")
         prune(root, keep_last)
     barrier()
     return folder
@@ -297,4 +338,10 @@ def export_hf(folder: Path, out_dir: str | Path) -> Path:
     config = BertConfig.from_dict(meta["model_config"])
     state = consolidated_state_dict(folder)
     tok = folder if any((folder / n).is_file() for n in TOKENIZER_FILES) else None
-    return save_hf(state, config, out_dir, tokenizer_dir=tok)
+    try:
+        return save_hf(state, config, out_dir, tokenizer_dir=tok)
+    except Exception as e:
+        if not is_write_failure(e):
+            raise
+        raise write_error(out_dir, e, "the Hugging Face export", f"; the checkpoint {folder} is complete: rerun "
+                          f"`linkbert-export {folder} --out DIR` once there is room") from None

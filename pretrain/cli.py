@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int)
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run every start-up check (vocabulary, shard hashes, pair counts, held-out size, batch "
+                        "arithmetic, devices, output free space), print them and exit: non-zero on a problem")
+    p.add_argument("--world", type=int, metavar="N",
+                   help="with --dry-run: the number of ranks the job will have (default: the launcher's, else 1)")
     # deepspeed's launcher appends --local_rank=N; the rank is read from the environment instead
     p.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     return p
@@ -75,7 +80,27 @@ def config_from_args(argv: list[str] | None) -> tuple[RunConfig, argparse.Namesp
     return build(args.preset, args.config, flags, overrides), args
 
 
+def dry_run(cfg: RunConfig, world: int | None) -> int:
+    """Print what start-up would check; the first problem is the last line (exit 2 config, 3 otherwise)."""
+    from pretrain.dist_env import discover
+    from pretrain.preflight import preflight
+    world = world or discover().world_size
+    if world < 1:
+        raise ConfigError(f"--world {world}: give 1 or more")
+    report = preflight(cfg, rank=0, world=world, hash_share=(0, 1))   # this process hashes every shard
+    print(report.text())
+    if report.ok:
+        print("linkbert-pretrain: dry run: every start-up check passed")
+        return 0
+    report.raise_first()
+    return 3
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Errors a user caused are one line: config errors exit 2, other user errors (data, checkpoint,
+    disk, rendezvous, preflight) exit 3. Anything else is a bug and keeps its traceback."""
+    from data_prep.errors import PrepError
+    from pretrain.errors import PretrainError
     try:
         cfg, args = config_from_args(argv)
         if args.print_config:
@@ -86,18 +111,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("no data: pass --data DIR (the --out folder of `linkbert-prep build`)")
         if not cfg.train.output:
             raise ConfigError("no output folder: pass --output DIR")
-        from data_prep.shards import ShardError
-        from pretrain.checkpoint import CheckpointError
-        from pretrain.dist_env import RendezvousError
-        from pretrain.trainer import TrainingError, train
-        try:
-            return train(cfg)
-        except (ShardError, TrainingError, CheckpointError, FileNotFoundError, RendezvousError) as e:
-            print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
-            return 3
+        if args.dry_run:
+            return dry_run(cfg, args.world)
+        from pretrain import trainer
+        return trainer.train(cfg)
     except (ConfigError, ModelConfigError) as e:
         print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
         return 2
+    except (PretrainError, PrepError) as e:
+        print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
+        return 3
 
 
 def entry() -> None:

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from pretrain.errors import PretrainError
 
-class ConfigError(ValueError):
+
+class ConfigError(PretrainError, ValueError):
     """A config a user wrote wrong; the message names the key and the fix."""
 
 
@@ -39,6 +41,7 @@ class DataConfig:
     held_out: int = 256                    # pairs kept out of training for the relation/MLM eval
     prefetch: int = 8                      # micro-batches read ahead by the background reader
     cache_mb: int = 256                    # HDF5 chunk cache per dataset folder, split across its shards
+    verify: str = "full"                   # shard check at start-up: full (sha256) | quick (HDF5 ends) | none
 
 
 @dataclass
@@ -316,23 +319,45 @@ def _json_or_none(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+VERIFY_MODES = ("full", "quick", "none")
+
+
 def validate(cfg: RunConfig) -> None:
-    t, d, o, s = cfg.train, cfg.data, cfg.optim, cfg.schedule
+    """Every value a run cannot use is one ConfigError naming the key, the value and the fix."""
+    t, d, o, s, c, m = cfg.train, cfg.data, cfg.optim, cfg.schedule, cfg.checkpoint, cfg.metrics
     checks = [
         (t.precision in ("fp32", "bf16", "fp16"), "train.precision must be fp32, bf16 or fp16"),
-        (t.zero_stage in (0, 1, 2, 3), "train.zero_stage must be 0, 1, 2 or 3"),
-        (t.max_steps > 0, "train.max_steps must be > 0"),
+        (t.zero_stage in (0, 1, 2, 3), f"train.zero_stage={t.zero_stage}: ZeRO stages are 0, 1, 2 or 3"),
+        (t.max_steps > 0, f"train.max_steps={t.max_steps}: must be > 0"),
         (t.micro_batch_size > 0 and t.grad_accum > 0, "train.micro_batch_size and train.grad_accum must be > 0"),
+        (t.global_batch_size is None or t.global_batch_size > 0, "train.global_batch_size must be > 0 (or none)"),
+        (t.seed >= 0, f"train.seed={t.seed}: use a non-negative integer"),
+        (t.max_consecutive_skips >= 1, "train.max_consecutive_skips must be >= 1"),
         (o.name in ("adamw", "lamb"), "optim.name must be adamw or lamb"),
         (o.impl in ("auto", "torch", "fused"), "optim.impl must be auto, torch or fused"),
+        (math.isfinite(o.lr) and o.lr > 0, f"optim.lr={o.lr}: the learning rate must be > 0 (e.g. --lr 1e-4)"),
+        (o.eps > 0 and o.weight_decay >= 0 and o.grad_clip >= 0,
+         "optim.eps must be > 0, optim.weight_decay and optim.grad_clip >= 0"),
+        (all(0 <= b < 1 for b in o.betas), f"optim.betas={list(o.betas)}: each must be in [0, 1)"),
         (s.decay in ("linear", "polynomial", "constant"), "schedule.decay must be linear, polynomial or constant"),
+        (s.warmup_steps is None or s.warmup_steps >= 0, f"schedule.warmup_steps={s.warmup_steps}: must be >= 0"),
+        (0 <= s.warmup_ratio <= 1 and 0 <= s.min_lr_ratio <= 1,
+         "schedule.warmup_ratio and schedule.min_lr_ratio must be in [0, 1]"),
         (0 < d.mask_prob < 1, "data.mask_prob must be in (0, 1)"),
         (d.mask_token_prob + d.random_token_prob <= 1, "data.mask_token_prob + data.random_token_prob must be <= 1"),
         (d.weights is None or len(d.weights) == len(d.paths),
          f"data.weights has {len(d.weights or [])} values for {len(d.paths)} data paths: give one weight per path"),
         (d.weights is None or all(w >= 0 and math.isfinite(w) for w in d.weights) and sum(d.weights) > 0,
          "data.weights must be non-negative with a positive sum"),
-        (cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last must be >= 1"),
+        (d.held_out >= 0, f"data.held_out={d.held_out}: must be >= 0"),
+        (d.prefetch >= 0 and d.cache_mb >= 1, "data.prefetch must be >= 0 and data.cache_mb >= 1"),
+        (d.max_predictions is None or d.max_predictions >= 1, "data.max_predictions must be >= 1 (or none)"),
+        (d.verify in VERIFY_MODES, f"data.verify={d.verify!r}: use full, quick or none"),
+        (c.save_every >= 0, f"checkpoint.save_every={c.save_every}: must be >= 0 (0 saves only at the end)"),
+        (c.hf_every >= 0, f"checkpoint.hf_every={c.hf_every}: must be >= 0 (0 exports only at the end)"),
+        (c.keep_last >= 1, "checkpoint.keep_last must be >= 1"),
+        (m.log_every >= 1 and m.eval_every >= 0 and m.eval_batches >= 1,
+         "metrics.log_every and metrics.eval_batches must be >= 1, metrics.eval_every >= 0"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -399,6 +424,9 @@ def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tupl
         raise ConfigError(f"DeepSpeed config {path}: bf16 and fp16 are both enabled; enable one")
     zo = ds.setdefault("zero_optimization", {})
     zo.setdefault("stage", t.zero_stage)
+    if zo["stage"] not in (0, 1, 2, 3) or isinstance(zo["stage"], bool):
+        raise ConfigError(f"DeepSpeed config {path}: zero_optimization.stage={zo['stage']!r}; ZeRO stages are "
+                          "0, 1, 2 or 3")
     t.zero_stage = int(zo["stage"])   # the file given wins over --train.zero_stage
     ds_opt = str((ds.get("optimizer") or {}).get("type", "auto")).lower()
     if ((o.name == "lamb" and ds_opt == "auto") or ds_opt in ("lamb", "onebitlamb")) and t.zero_stage >= 1:

@@ -84,9 +84,15 @@ class PairDataset:
         out = {k: [] for k in READ_FIELDS}
         for k in np.unique(shard):
             rows = uniq[shard == k] - self.offsets[k]
-            handles = self._datasets(int(k))
-            for name in READ_FIELDS:
-                out[name].append(handles[name][rows])   # h5py wants increasing indices: np.unique sorted them
+            try:
+                handles = self._datasets(int(k))
+                for name in READ_FIELDS:
+                    out[name].append(handles[name][rows])   # h5py wants increasing indices: np.unique sorted them
+            except (OSError, KeyError, ValueError) as e:   # h5py's errors for a damaged or replaced file
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ShardError(f"{self.shard_paths[int(k)]}: cannot read rows {int(rows[0])}..{int(rows[-1])} "
+                                 f"({first}); the shard is damaged: run `linkbert-prep verify {self.path}` and "
+                                 "restore or rebuild it") from None
         return {k: np.concatenate(v)[inverse] for k, v in out.items()}
 
     def close(self) -> None:

@@ -18,11 +18,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pretrain.errors import PretrainError
+
 DEFAULT_PORT = 29500
 DEFAULT_RENDEZVOUS_TIMEOUT_S = 300.0
 
 
-class RendezvousError(RuntimeError):
+class RendezvousError(PretrainError, RuntimeError):
     """The ranks could not meet: the message names the address and port tried and what to check."""
 
 

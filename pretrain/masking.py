@@ -43,7 +43,8 @@ def continuation_table(tokenizer_dir: str | Path, vocab_size: int) -> np.ndarray
         for t, i in vocab.items():
             tokens[i] = t
     if tokens is None:
-        raise FileNotFoundError(f"{d}: no vocab.txt or tokenizer.json for whole-word masking; "
+        from pretrain.config import ConfigError
+        raise ConfigError(f"{d}: no vocab.txt or tokenizer.json for whole-word masking; "
                                 "set data.tokenizer to the tokenizer folder the data was built with")
     table = np.zeros(vocab_size, dtype=bool)
     for i, t in enumerate(tokens[:vocab_size]):

@@ -10,6 +10,8 @@ import math
 import sys
 from pathlib import Path
 
+from pretrain.storage import write_error
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -46,9 +48,12 @@ class MetricsWriter:
     def __init__(self, output: str | Path, start_step: int, max_steps: int, tensorboard: bool = True,
                  progress: bool = True):
         self.path = Path(output) / METRICS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        truncate_after(self.path, start_step)
-        self._f = open(self.path, "a", buffering=1)
+        try:   # a rerun on a disk that is still full fails here: one line naming the file and the disk
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            truncate_after(self.path, start_step)
+            self._f = open(self.path, "a", buffering=1)
+        except OSError as e:
+            raise write_error(self.path, e, "the metrics file") from None
         self.tb = None
         if tensorboard:
             try:
@@ -63,7 +68,10 @@ class MetricsWriter:
                             dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
 
     def log(self, rec: dict) -> None:
-        self._f.write(json.dumps({k: _clean(v) for k, v in rec.items()}) + "\n")
+        try:
+            self._f.write(json.dumps({k: _clean(v) for k, v in rec.items()}) + "\n")
+        except OSError as e:
+            raise write_error(self.path, e, "the metrics file") from None
         if self.tb is not None:
             for k, v in rec.items():
                 if k != "step" and isinstance(v, int | float) and v is not None and math.isfinite(v):
@@ -74,7 +82,10 @@ class MetricsWriter:
                                  rel_acc=f"{rec.get('relation_acc', float('nan')):.3f}", refresh=False)
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:   # already reported by log(); closing must not hide that line
+            pass
         if self.tb is not None:
             self.tb.close()
         if self.bar is not None:

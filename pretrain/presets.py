@@ -8,6 +8,7 @@ from transformers import BertConfig
 
 # The relation head's rows are the shard label ids: defined once, where the shards are written.
 from data_prep.shards import NUM_RELATIONS, RELATION_NAMES  # noqa: F401 (re-exported)
+from pretrain.errors import PretrainError
 
 # Shapes from the BERT releases; "tiny" is BERT-tiny of Turc et al. 2019, the shape LinkBERT-tiny used.
 PRESETS: dict[str, dict] = {
@@ -23,7 +24,7 @@ _COMMON = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
                layer_norm_eps=1e-12, pad_token_id=0)
 
 
-class ConfigError(ValueError):
+class ConfigError(PretrainError, ValueError):
     """A model spec or override a user got wrong; the message names it and the fix."""
 
 

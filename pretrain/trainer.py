@@ -25,14 +25,16 @@ from pretrain import checkpoint as ckpt
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
 from pretrain.data import BatchLoader, PretrainData
 from pretrain.engine import build_engine, selection, set_matmul_precision, setup_distributed
+from pretrain.errors import PretrainError
 from pretrain.metrics import MetricsWriter
+from pretrain.preflight import check_or_raise
 from pretrain.presets import RELATION_NAMES
 from pretrain.step_stats import EvalStats, StepStats
 
 log = logging.getLogger("linkbert-pretrain")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PretrainError):
     """The run cannot go on (e.g. too many non-finite steps in a row); one line for the user."""
 
 
@@ -127,6 +129,8 @@ def train(cfg: RunConfig) -> int:
         raise ConfigError("no output folder: pass --output DIR")
     out.mkdir(parents=True, exist_ok=True)
     ds_config, client_opt = fill_ds_config(cfg, world, device.type)
+    # vocabulary identity, shard sizes/pair counts/hashes, held-out size, output space: seconds, before step 1
+    check_or_raise(cfg, rank, world, dist, log)
     data, tok_dir = load_data(cfg)
     _seed(t.seed)   # the same initial weights on every rank
     model = build_model(cfg, data.attrs["vocab_size"], data.attrs["max_seq_len"])

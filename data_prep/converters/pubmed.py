@@ -8,7 +8,6 @@ of PubMed) instead of a set of strings (~2 GB): the first record read is kept, l
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from data_prep.converters.common import ConvertStats, SerializedDoc, iter_xml_elements
 from data_prep.errors import PrepError
+from data_prep.parallel import spawn_pool
 
 TRACK_IDS = False  # PMIDs are de-duplicated here with a bitmap
 _RECORDS = ("PubmedArticle", "PubmedBookArticle", "DeleteCitation")
@@ -163,7 +163,7 @@ def _records(inputs: list[Path], stats: ConvertStats, progress: bool, keep_title
                 yield _record(cit, keep_title_only)
         return
     with tempfile.TemporaryDirectory(dir=work_dir, prefix=".pubmed-parts-") as tmp, \
-            multiprocessing.get_context("spawn").Pool(workers) as pool:
+            spawn_pool(workers) as pool:
         jobs = [(str(p), str(Path(tmp) / f"{i:06d}.tsv"), keep_title_only) for i, p in enumerate(inputs)]
         done = pool.imap(_file_records, jobs)  # in input order; workers run ahead on disk, not in memory
         for part, other in tqdm(done, total=len(jobs), desc="pubmed files", unit="file", disable=not progress):

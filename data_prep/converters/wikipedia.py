@@ -13,7 +13,6 @@ import gzip
 import html
 import itertools
 import json
-import multiprocessing
 import os
 import re
 import tempfile
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from data_prep.converters.common import ConvertStats, iter_xml_elements, open_input
 from data_prep.converters.wikitext import DEFAULT_NAMESPACES, normalize_title, wikitext_to_text
 from data_prep.errors import PrepError
+from data_prep.parallel import spawn_pool
 
 _WIKIEXTRACTOR_FILE = re.compile(r"^wiki_\d+(\.bz2|\.gz)?$")
 _ANCHOR = re.compile(r'<a href="([^"]*)">(.*?)</a>', re.S)
@@ -268,7 +268,7 @@ def iter_documents(inputs: list[Path], stats: ConvertStats, progress: bool = Tru
     with contextlib.ExitStack() as stack:
         # The folder first: on exit the pool is terminated before the folder its workers write in is removed.
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=work_dir, prefix=".wikipedia-stage-")))
-        pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) if workers > 1 else None
+        pool = stack.enter_context(spawn_pool(workers)) if workers > 1 else None
         stage = tmp / "articles.jsonl.gz"
         staged = 0
         with gzip.open(stage, "wt", encoding="utf-8", compresslevel=1) as f:

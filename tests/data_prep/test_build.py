@@ -8,8 +8,16 @@ import pytest
 from transformers import AutoTokenizer
 
 from data_prep.cli import main as prep_main
-from tests.data_prep.build_checks import (JARGON, check_dataset, doc_tokens, fill, load, read_jsonl, run_build,
-                                         write_jsonl)
+from tests.data_prep.build_checks import (
+    JARGON,
+    check_dataset,
+    doc_tokens,
+    fill,
+    load,
+    read_jsonl,
+    run_build,
+    write_jsonl,
+)
 
 MAX_LEN = 128
 
