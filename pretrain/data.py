@@ -305,6 +305,8 @@ class BatchLoader:
     def __next__(self) -> Batch:
         if self._thread is None:
             b = self.data.batch_at(self.next_position, self.mb, self.rank, self.world)
+            if self.pin_memory:
+                b.pin()
         else:
             b = self._q.get()
             if isinstance(b, BaseException):

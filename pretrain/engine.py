@@ -114,7 +114,8 @@ def selection(cfg: RunConfig, device: torch.device, backend: str, optimizer_desc
            "zero_stage": cfg.train.zero_stage, "optimizer": optimizer_desc, "tf32": tf32}
     if device.type == "cuda":
         sel["gpu"] = torch.cuda.get_device_name(device)
-    describe = getattr(model, "describe_kernels", None)
-    if callable(describe):
-        sel["kernels"] = describe(device, cfg.train.precision)
+    if model is not None:
+        from pretrain.modeling import selection as model_selection
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.precision]
+        sel["model"] = model_selection(model, device, dtype)
     return sel

@@ -239,6 +239,7 @@ def test_step_loop_reads_the_device_once_per_logged_step(stage, precision, tmp_p
     assert all(np.isfinite(r["loss"]) and r["grad_norm"] and r["grad_norm"] > 0 for r in recs)
     sel = json.loads(next((out / "checkpoints").glob("step6/run.json")).read_text())["selected"]
     assert sel["device"] == "cpu" and sel["backend"] == "gloo" and sel["precision"] == precision
+    assert sel["model"]["attention"] == "sdpa" and "not CUDA" in sel["model"]["attention_why"]
     assert Path(out / "checkpoints").is_dir()
     if precision == "bf16":
         # ZeRO-0 in bf16: the export holds the optimizer's fp32 master weights, not the bf16 module copy
