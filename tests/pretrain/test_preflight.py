@@ -222,3 +222,14 @@ def test_check_or_raise_combines_ranks_and_raises_on_every_rank(tmp_path):
     with pytest.raises(PreflightError, match="shard_00001.h5: sha256"):
         check_or_raise(cfg, rank=0, world=2, dist=FakeDist(), log=log)   # rank 0 raises rank 1's finding
     assert any(r.startswith("preflight: shards: 2 shard(s)") for r in records)
+
+
+def test_dry_run_reports_batch_arithmetic_for_the_job_world(data, minilm_dir, tmp_path, capsys):
+    args = ["--data", str(data), "--output", str(tmp_path / "run"), "--init-from", str(minilm_dir), "--dry-run"]
+    assert main(args + ["--world", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "batch: micro 8 x accum 1 x world 4 = 32 pairs/step" in out and "every start-up check passed" in out
+    rc = main(args + ["--world", "4", "--train.global_batch_size=2048"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "use --grad-accum 64" in err[0]
+    assert not (tmp_path / "run").exists()
