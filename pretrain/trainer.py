@@ -127,10 +127,10 @@ def train(cfg: RunConfig) -> int:
     t, out = cfg.train, Path(cfg.train.output)
     if not t.output:
         raise ConfigError("no output folder: pass --output DIR")
+    # vocabulary identity, shard sizes/pair counts/hashes, held-out size, output space: seconds, before step 1
+    checked = check_or_raise(cfg, rank, world, dist, log)
     out.mkdir(parents=True, exist_ok=True)
     ds_config, client_opt = fill_ds_config(cfg, world, device.type)
-    # vocabulary identity, shard sizes/pair counts/hashes, held-out size, output space: seconds, before step 1
-    check_or_raise(cfg, rank, world, dist, log)
     data, tok_dir = load_data(cfg)
     _seed(t.seed)   # the same initial weights on every rank
     model = build_model(cfg, data.attrs["vocab_size"], data.attrs["max_seq_len"])
@@ -161,6 +161,7 @@ def train(cfg: RunConfig) -> int:
              t.grad_accum, world, ds_config["train_batch_size"], data.order.epoch_size, len(data.order.held_out()),
              data.attrs["max_seq_len"], sum(p.numel() for p in model.parameters()) / 1e6)
     log.info("selected: %s", json.dumps(sel))
+    sel["vocab_sha256"] = checked.vocab_sha256   # run.json: what a resume on other data is checked against
     loop = Loop(cfg, engine, scheduler, data, rank, world, device, env.local_world_size, tok_dir, sel, prog,
                 start=consumed, resumed=last is not None)
     try:
@@ -304,7 +305,8 @@ class Loop:
         return {"step": step, "consumed_samples": self.loader.next_position, "world_size": self.world,
                 "zero_stage": t.zero_stage, "precision": t.precision, "skipped_steps": p.skipped_total,
                 "nonfinite_losses": p.nonfinite_total, "model_config": self.model_config,
-                "config": self.cfg.to_dict(), "epoch_size": self.data.order.epoch_size, "selected": self.sel}
+                "config": self.cfg.to_dict(), "epoch_size": self.data.order.epoch_size, "selected": self.sel,
+                "vocab_sha256": self.sel.get("vocab_sha256")}
 
     def save(self, step: int) -> Path:
         import torch.distributed as dist
