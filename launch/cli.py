@@ -9,11 +9,16 @@ does the work (tests call it directly).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from launch.errors import LaunchError
+from launch.rendezvous import DEFAULT_PORT
 from launch.request import SCHEDULERS, LaunchRequest
 from launch.runner import launch
+
+# argparse defaults come from LaunchRequest: one place for each
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(LaunchRequest) if f.default is not dataclasses.MISSING}
 
 
 def _env_pair(s: str) -> tuple[str, str]:
@@ -27,17 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linkbert-launch", description=__doc__.splitlines()[0],
                                 usage="%(prog)s --scheduler S [options] -- COMMAND [ARGS...]")
     p.add_argument("--scheduler", required=True, choices=SCHEDULERS)
-    p.add_argument("--nodes", type=int, default=1, help="N nodes (default 1)")
-    p.add_argument("--procs-per-node", type=int, default=1, help="P ranks per node (default 1)")
+    p.add_argument("--nodes", type=int, default=DEFAULTS["nodes"], help="N nodes (default %(default)s)")
+    p.add_argument("--procs-per-node", type=int, default=DEFAULTS["procs_per_node"],
+                   help="P ranks per node (default %(default)s)")
     p.add_argument("--gpus-per-node", type=int, default=None,
                    help="G GPUs per node; default P where GPUs exist, 0 elsewhere")
     p.add_argument("--hostfile", help="hosts, one a line: 'host slots=N', 'host:N' or 'host' (torchrun/deepspeed/mpi)")
     p.add_argument("--master-addr", help="rendezvous address (default: first host, or the first SLURM node)")
     p.add_argument("--master-port", type=int, default=None,
-                   help="rendezvous port (default 29500; under SLURM derived from the job id)")
+                   help=f"rendezvous port (default {DEFAULT_PORT}; under SLURM derived from the job id)")
     p.add_argument("--node-rank", type=int, default=None, help="torchrun: this node's rank (default: from hostfile)")
-    p.add_argument("--rendezvous-timeout", type=float, default=300.0,
-                   help="seconds to wait for the master before failing with its address and port (default 300)")
+    p.add_argument("--rendezvous-timeout", type=float, default=DEFAULTS["rendezvous_timeout"],
+                   help="seconds to wait for the master before failing with its address and port (default %(default)g)")
     p.add_argument("--env", type=_env_pair, action="append", default=[], metavar="KEY=VALUE",
                    help="set in every rank's environment (repeatable)")
     p.add_argument("--ssh-port", type=int, default=None, help="deepspeed/mpi: ssh port of the other hosts")
@@ -51,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--account")
     s.add_argument("--cpus-per-task", type=int)
     s.add_argument("--mem", help="memory per node, e.g. 400G")
-    s.add_argument("--job-name", default="linkbert")
-    s.add_argument("--log-dir", default="slurm_logs", help="where the script and %%x-%%j.out logs go")
-    s.add_argument("--signal", default="USR1@120",
+    s.add_argument("--job-name", default=DEFAULTS["job_name"])
+    s.add_argument("--log-dir", default=DEFAULTS["log_dir"], help="where the script and %%x-%%j.out logs go")
+    s.add_argument("--signal", default=DEFAULTS["signal"],
                    help="SIG@SECONDS before the time limit at which ranks checkpoint and the job requeues")
     s.add_argument("--no-requeue", dest="requeue", action="store_false",
                    help="do not requeue after a time-limit/preemption checkpoint")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.errors import LaunchError
+from launch.rendezvous import DEFAULT_PORT, DEFAULT_RENDEZVOUS_TIMEOUT_S
 
 SCHEDULERS = ("local", "torchrun", "deepspeed", "mpi", "slurm")
 
@@ -31,10 +32,10 @@ class LaunchRequest:
     gpus_per_node: int | None = None  # None: P where GPUs exist, else 0
     hostfile: str | None = None
     master_addr: str | None = None
-    master_port: int | None = None  # None: 29500, or derived from the job id under SLURM
+    master_port: int | None = None  # None: DEFAULT_PORT, or derived from the job id under SLURM
     node_rank: int | None = None
     env: dict[str, str] = field(default_factory=dict)
-    rendezvous_timeout: float = 300.0
+    rendezvous_timeout: float = DEFAULT_RENDEZVOUS_TIMEOUT_S
     workdir: str = "."
     # slurm
     partition: str | None = None
@@ -73,7 +74,7 @@ class LaunchRequest:
 
     @property
     def port(self) -> int:
-        return 29500 if self.master_port is None else self.master_port
+        return DEFAULT_PORT if self.master_port is None else self.master_port
 
     @property
     def world_size(self) -> int:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from launch.errors import LaunchError
+from launch.rendezvous import wait_for_endpoint
 from launch.request import SCHEDULERS, LaunchRequest, Plan
 from launch.schedulers import plan_deepspeed, plan_local, plan_mpi, plan_torchrun
 from launch.slurm import parse_job_id, plan_slurm
-from pretrain.dist_env import RendezvousError, wait_for_endpoint
 
 PLANNERS = {"local": plan_local, "torchrun": plan_torchrun, "deepspeed": plan_deepspeed, "mpi": plan_mpi,
             "slurm": plan_slurm}
@@ -48,12 +48,9 @@ def run_plan(plan: Plan, req: LaunchRequest) -> int:
     """Run the launcher in the foreground, passing our signals on so a preempted launcher stops its ranks."""
     if plan.wait_for:
         addr, port = plan.wait_for
-        try:
-            wait_for_endpoint(addr, port, req.rendezvous_timeout,
-                              "(node rank 0 is started there by the same command with --node-rank 0; "
-                              "check the address, the port and the firewall)")
-        except RendezvousError as e:
-            raise LaunchError(str(e)) from None
+        wait_for_endpoint(addr, port, req.rendezvous_timeout,
+                          "(node rank 0 is started there by the same command with --node-rank 0; "
+                          "check the address, the port and the firewall)")
     env = {**os.environ, **plan.env}
     try:
         proc = subprocess.Popen(plan.argv, env=env, cwd=req.workdir)

@@ -329,3 +329,34 @@ def test_env_flag_parses_pairs():
 def test_chosen_mpirun_must_exist(tmp_path):
     with pytest.raises(LaunchError, match="--mpirun /nope/mpirun does not exist"):
         make_plan(req(tmp_path, "--scheduler", "mpi", "--mpirun", "/nope/mpirun"))
+
+
+def test_launch_waits_for_node0_on_its_own_and_says_where(tmp_path):
+    """launch stands alone (no pretrain import): its own bounded TCP wait, one LaunchError naming addr:port."""
+    import socket as sk
+
+    from launch.rendezvous import wait_for_endpoint
+    with sk.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(LaunchError, match=f"nothing answered at 127.0.0.1:{port}"):
+            wait_for_endpoint("127.0.0.1", port, timeout_s=0.3, poll_s=0.1)
+        s.listen()
+        wait_for_endpoint("127.0.0.1", port, timeout_s=5, poll_s=0.1)
+    # and no module of launch imports another package of the project
+    import ast
+    from pathlib import Path
+    for f in (Path(__file__).resolve().parents[2] / "launch").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.split(".")[0] in ("pretrain", "data_prep", "finetune")], (f, names)
+
+
+def test_cli_defaults_are_the_request_defaults():
+    from launch.cli import build_parser
+    from launch.request import LaunchRequest
+    args = build_parser().parse_args(["--scheduler", "local"])
+    want = LaunchRequest(scheduler="local", command=["x"])
+    for name in ("nodes", "procs_per_node", "rendezvous_timeout", "job_name", "log_dir", "signal"):
+        assert getattr(args, name) == getattr(want, name), name
