@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 
@@ -172,17 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script and ``-m`` entry: main(), then, in a process that a distributed launcher started
-    (torchrun, DeepSpeed, mpirun, SLURM via linkbert-launch), a hard exit once the outputs are written:
-    at interpreter shutdown the process group's and DeepSpeed's C++ threads can abort the process
-    ("terminate called without an active exception"), turning a finished run into a SIGABRT."""
-    code = main()
-    if "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
-
+    """Console-script and ``-m`` entry (see data_prep.process for why it may leave with os._exit)."""
+    from data_prep.process import exit_process
+    exit_process(main())
 
 if __name__ == "__main__":
     entry()

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pretrain import faults
 from pretrain.errors import PretrainError
 from pretrain.storage import (
     CHECKPOINT_BYTES_PER_PARAM,
@@ -39,7 +40,6 @@ RUN_META = "run.json"
 MASTER_WEIGHTS = "fp32_master_weights.pt"   # ZeRO-0 fp16/bf16 runs: the weights the optimizer updates
 TAG_RE = re.compile(r"^step(\d+)$")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-FAULT_ENV = "LINKBERT_FAULT_SAVE_STEP"   # tests: die inside the save of this step, before COMPLETE
 
 
 class CheckpointError(PretrainError, RuntimeError):
@@ -139,8 +139,7 @@ def save(engine, output: str | Path, step: int, meta: dict, rank: int, barrier, 
                 for name in TOKENIZER_FILES:
                     if (Path(tokenizer_dir) / name).is_file():
                         shutil.copyfile(Path(tokenizer_dir) / name, folder / name)
-        if os.environ.get(FAULT_ENV) == str(step):
-            os._exit(17)   # a crash between the files and the marker: this checkpoint must never be resumed
+        faults.crash_inside_save(step)   # tests: a crash between the files and the marker is never resumed
         barrier()   # every rank's shards are on disk before the marker says so
         if rank == 0:
             _atomic_write(folder / COMPLETE, json.dumps({"step": step}) + "\n")
@@ -275,7 +274,7 @@ def master_weights(engine) -> dict[str, torch.Tensor] | None:
     group; unfused: per tensor) and saves only the half-precision module; an export from that would
     round every weight to 8 (bf16) or 11 (fp16) bits. Tied names (the decoder) map to the same tensor.
     """
-    opt = engine.optimizer
+    opt = getattr(engine, "optimizer", None)
     halves = getattr(opt, "fp16_groups", None)
     if halves is None:
         return None

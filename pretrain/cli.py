@@ -6,10 +6,9 @@ the same command with the same --output continues from the latest complete check
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from pretrain.config import PRESETS, ConfigError, RunConfig, build
+from pretrain.config import RUN_PRESETS, ConfigError, RunConfig, build
 from pretrain.presets import ConfigError as ModelConfigError
 
 
@@ -18,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Any config key can be set as --section.key=value, e.g. --optim.name=lamb "
                                        "--schedule.decay=polynomial --data.whole_word=true.")
     p.add_argument("--config", help="JSON, YAML or TOML file of {section: {key: value}} (may name a preset)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's runs (LINKBERT.md section 3)")
+    p.add_argument("--preset", choices=sorted(RUN_PRESETS), help="the paper's runs (LINKBERT.md section 3)")
     p.add_argument("--data", nargs="+", metavar="DIR", help="prepared dataset folders (linkbert-prep build)")
     p.add_argument("--data-weights", type=float, nargs="+", metavar="W", help="mixing weights, one per --data")
     p.add_argument("--output", help="run folder: checkpoints, metrics.jsonl, tensorboard/, hf/")
@@ -124,18 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script and ``-m`` entry: main(), then, in a distributed process (a launcher's environment,
-    or a process group still up after an error), a hard exit once the last line is out: at interpreter
-    shutdown gloo's and the TCP store's C++ threads can abort the process while the peer ranks leave too
-    ("terminate called without an active exception"), which would turn exit code 0/2/3 into SIGABRT."""
-    code = main()
-    dist = sys.modules.get("torch.distributed")
-    if "WORLD_SIZE" in os.environ or "LOCAL_RANK" in os.environ or (dist is not None and dist.is_initialized()):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
-
+    """Console-script and ``-m`` entry (see data_prep.process for why it may leave with os._exit)."""
+    from data_prep.process import exit_process
+    exit_process(main())
 
 if __name__ == "__main__":
     entry()

@@ -73,11 +73,10 @@ class TrainConfig:
     global_batch_size: int | None = None   # if set, must equal micro x accum x world
     seed: int = 0
     precision: str = "fp32"                # fp32 | bf16 | fp16
-    zero_stage: int = 2
+    zero_stage: int | None = None          # None: the DeepSpeed file's stage, else 2 (see zero_stage_of)
     deepspeed_config: str | None = None    # a ds_configs/*.json (default: ds_configs/zero{stage}.json)
     max_consecutive_skips: int = 20        # stop after this many non-finite / overflow steps in a row
     tf32: bool = True                      # fp32 on GPUs: matmuls on TF32 tensor cores (MFU assumes it)
-    nan_steps: list[int] = field(default_factory=list)  # fault injection for tests: poison these steps
 
 
 @dataclass
@@ -117,7 +116,7 @@ class RunConfig:
 
 # The paper's runs (LINKBERT.md section 3). Batch 2048 x 512 is global: micro x accum x world must match it,
 # so presets fix global_batch_size and leave micro/accum to the flags (the check tells what to change).
-PRESETS: dict[str, dict] = {
+RUN_PRESETS: dict[str, dict] = {
     "linkbert-tiny": {"model": {"name": "tiny"}, "optim": {"lr": 5e-3},
                       "schedule": {"warmup_steps": 5000, "decay": "linear"},
                       "train": {"max_steps": 10000, "global_batch_size": 2048, "precision": "fp16"}},
@@ -241,16 +240,16 @@ def build(preset: str | None = None, file: str | None = None, flags: dict | None
     cfg = RunConfig()
     chosen = preset
     if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        apply(cfg, PRESETS[preset], f"preset {preset}")
+        if preset not in RUN_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(RUN_PRESETS)}")
+        apply(cfg, RUN_PRESETS[preset], f"preset {preset}")
     if file:
         data = read_file(file)
         if "preset" in data:
             name = data.pop("preset")
-            if name not in PRESETS:
-                raise ConfigError(f"config file {file}: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-            apply(cfg, PRESETS[name], f"preset {name}")
+            if name not in RUN_PRESETS:
+                raise ConfigError(f"config file {file}: unknown preset {name!r}; choose one of {sorted(RUN_PRESETS)}")
+            apply(cfg, RUN_PRESETS[name], f"preset {name}")
             chosen = name
         apply(cfg, data, f"config file {file}")
     if flags:
@@ -258,6 +257,7 @@ def build(preset: str | None = None, file: str | None = None, flags: dict | None
     for o in overrides or []:
         apply(cfg, parse_override(o), "command line")
     validate(cfg)
+    cfg.train.zero_stage = zero_stage_of(cfg)   # resolved here, where --print-config shows it
     resolve_sources(cfg)
     for warning in check_recipe(cfg, chosen):
         print(f"linkbert-pretrain: warning: {warning}", file=sys.stderr)
@@ -327,7 +327,7 @@ def validate(cfg: RunConfig) -> None:
     t, d, o, s, c, m = cfg.train, cfg.data, cfg.optim, cfg.schedule, cfg.checkpoint, cfg.metrics
     checks = [
         (t.precision in ("fp32", "bf16", "fp16"), "train.precision must be fp32, bf16 or fp16"),
-        (t.zero_stage in (0, 1, 2, 3), f"train.zero_stage={t.zero_stage}: ZeRO stages are 0, 1, 2 or 3"),
+        (t.zero_stage in (None, 0, 1, 2, 3), f"train.zero_stage={t.zero_stage}: ZeRO stages are 0, 1, 2 or 3"),
         (t.max_steps > 0, f"train.max_steps={t.max_steps}: must be > 0"),
         (t.micro_batch_size > 0 and t.grad_accum > 0, "train.micro_batch_size and train.grad_accum must be > 0"),
         (t.global_batch_size is None or t.global_batch_size > 0, "train.global_batch_size must be > 0 (or none)"),
@@ -386,6 +386,47 @@ def check_batch(cfg: RunConfig, world: int) -> int:
     return got
 
 
+DEFAULT_ZERO_STAGE = 2
+
+
+def _ds_path(cfg: RunConfig, stage: int | None = None) -> Path:
+    t = cfg.train
+    return Path(t.deepspeed_config) if t.deepspeed_config else ds_config_dir() / f"zero{stage}.json"
+
+
+def _read_ds(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"DeepSpeed config {path} not found; pass --deepspeed-config ds_configs/zero2.json")
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"DeepSpeed config {path}: not valid JSON ({e})") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"DeepSpeed config {path}: not a JSON object")
+    return ds
+
+
+def zero_stage_of(cfg: RunConfig) -> int:
+    """The run's ZeRO stage: train.zero_stage, else the --deepspeed-config file's, else 2. A file whose
+    stage differs from an explicit train.zero_stage is one error (never silently one or the other)."""
+    t = cfg.train
+    file_stage = None
+    if t.deepspeed_config:
+        path = Path(t.deepspeed_config)
+        s = _read_ds(path).get("zero_optimization", {}).get("stage", "auto")
+        if s != "auto":
+            if s not in (0, 1, 2, 3) or isinstance(s, bool):
+                raise ConfigError(f"DeepSpeed config {path}: zero_optimization.stage={s!r}; ZeRO stages are "
+                                  "0, 1, 2 or 3")
+            file_stage = int(s)
+    if t.zero_stage is None:
+        return DEFAULT_ZERO_STAGE if file_stage is None else file_stage
+    if file_stage is not None and file_stage != t.zero_stage:
+        raise ConfigError(f"DeepSpeed config {t.deepspeed_config}: zero_optimization.stage={file_stage} contradicts "
+                          f"--zero-stage {t.zero_stage}; drop one of them (or write \"auto\" in the file)")
+    return t.zero_stage
+
+
 def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tuple[dict, bool]:
     """The DeepSpeed JSON with every "auto" filled from the run's config.
 
@@ -393,13 +434,11 @@ def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tupl
     dropped and linkbert-pretrain passes its own optimizer; a real DeepSpeed type is kept for DeepSpeed.
     """
     t, o = cfg.train, cfg.optim
-    path = Path(t.deepspeed_config) if t.deepspeed_config else ds_config_dir() / f"zero{t.zero_stage}.json"
-    if not path.is_file():
-        raise ConfigError(f"DeepSpeed config {path} not found; pass --deepspeed-config ds_configs/zero2.json")
-    try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"DeepSpeed config {path}: not valid JSON ({e})") from None
+    stage = zero_stage_of(cfg)
+    if t.zero_stage is None:   # a config built by hand, not by build(): resolve it the same way
+        t.zero_stage = stage
+    path = _ds_path(cfg, stage)
+    ds = _read_ds(path)
     global_batch = check_batch(cfg, world)
     if t.precision == "fp16" and device_type != "cuda":
         raise ConfigError(f"--precision fp16 needs CUDA GPUs (DeepSpeed has no fp16 on {device_type}); "
@@ -423,11 +462,7 @@ def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tupl
     if ds.get("bf16", {}).get("enabled") and ds.get("fp16", {}).get("enabled"):
         raise ConfigError(f"DeepSpeed config {path}: bf16 and fp16 are both enabled; enable one")
     zo = ds.setdefault("zero_optimization", {})
-    zo.setdefault("stage", t.zero_stage)
-    if zo["stage"] not in (0, 1, 2, 3) or isinstance(zo["stage"], bool):
-        raise ConfigError(f"DeepSpeed config {path}: zero_optimization.stage={zo['stage']!r}; ZeRO stages are "
-                          "0, 1, 2 or 3")
-    t.zero_stage = int(zo["stage"])   # the file given wins over --train.zero_stage
+    zo["stage"] = stage   # equal to the file's own when it names one (zero_stage_of)
     ds_opt = str((ds.get("optimizer") or {}).get("type", "auto")).lower()
     if ((o.name == "lamb" and ds_opt == "auto") or ds_opt in ("lamb", "onebitlamb")) and t.zero_stage >= 1:
         raise ConfigError(f"LAMB with ZeRO-{t.zero_stage}: ZeRO hands the optimizer flat partitions "

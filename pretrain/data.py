@@ -16,8 +16,6 @@ a background thread that keeps ``prefetch`` micro-batches ready.
 """
 from __future__ import annotations
 
-import json
-import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from data_prep.shards import ShardError, check_shard_attrs, load_manifest
+from pretrain import faults
 from pretrain.masking import MaskingSpec, mask_batch
 
 READ_FIELDS = ("input_ids", "seq_lens", "a_lens", "pair_labels")
@@ -262,16 +261,12 @@ class PretrainData:
             d.close()
 
 
-TRACE_ENV = "LINKBERT_TRACE_DIR"   # tests: each rank appends the pair ids it trains on to this folder
-
-
 class BatchLoader:
     """Iterates this rank's micro-batches from stream position ``start``; a thread reads ahead."""
 
     def __init__(self, data: PretrainData, micro_batch: int, rank: int, world: int, start: int = 0,
                  prefetch: int = 8, pin_memory: bool = False):
-        trace = os.environ.get(TRACE_ENV)
-        self._trace = open(Path(trace) / f"trace_rank{rank}.jsonl", "a", buffering=1) if trace else None
+        self._trace = faults.Trace(rank)
         self.data, self.mb, self.rank, self.world = data, micro_batch, rank, world
         self.step_samples = micro_batch * world
         self.next_position = start          # first stream position not yet handed to the trainer
@@ -312,8 +307,7 @@ class BatchLoader:
             if isinstance(b, BaseException):
                 raise b
         assert b.position == self.next_position, (b.position, self.next_position)
-        if self._trace is not None:
-            self._trace.write(json.dumps({"position": b.position, "ids": b.ids.tolist()}) + "\n")
+        self._trace.write(b.position, b.ids)
         self.next_position += self.step_samples
         return b
 
@@ -322,7 +316,6 @@ class BatchLoader:
 
     def close(self) -> None:
         self._stop.set()
-        if self._trace is not None:
-            self._trace.close()
+        self._trace.close()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -20,9 +20,9 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from . import kernels
-from .presets import NUM_RELATIONS, PRESETS, RELATION_NAMES, ConfigError, model_config
+from .presets import MODEL_SHAPES, NUM_RELATIONS, RELATION_NAMES, ConfigError, model_config
 
-__all__ = ["NUM_RELATIONS", "RELATION_NAMES", "PRESETS", "ConfigError", "BertConfig", "model_config",
+__all__ = ["NUM_RELATIONS", "RELATION_NAMES", "MODEL_SHAPES", "ConfigError", "BertConfig", "model_config",
            "LinkBertOutput", "LinkBertModel", "LinkBertForPreTraining", "flash_attn_available",
            "selection"]
 

@@ -11,7 +11,7 @@ from data_prep.shards import NUM_RELATIONS, RELATION_NAMES  # noqa: F401 (re-exp
 from pretrain.errors import PretrainError
 
 # Shapes from the BERT releases; "tiny" is BERT-tiny of Turc et al. 2019, the shape LinkBERT-tiny used.
-PRESETS: dict[str, dict] = {
+MODEL_SHAPES: dict[str, dict] = {
     "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
     "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
     "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
@@ -31,15 +31,15 @@ class ConfigError(PretrainError, ValueError):
 def model_config(spec: str, **overrides) -> BertConfig:
     """BertConfig for a preset name, an HF model directory or a config.json path; overrides win."""
     spec = str(spec)
-    if spec in PRESETS:
-        values = {**_COMMON, **PRESETS[spec]}
+    if spec in MODEL_SHAPES:
+        values = {**_COMMON, **MODEL_SHAPES[spec]}
     else:
         path = Path(spec)
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise ConfigError(f"model spec {spec!r}: not a preset ({', '.join(PRESETS)}) and no config.json "
-                              f"at {path}; pass a preset name or an HF model directory")
+            raise ConfigError(f"model spec {spec!r}: not a model shape ({', '.join(MODEL_SHAPES)}) and no config.json "
+                              f"at {path}; pass a model shape or an HF model directory")
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:

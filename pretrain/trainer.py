@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pretrain import checkpoint as ckpt
+from pretrain import faults
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
 from pretrain.data import BatchLoader, PretrainData
 from pretrain.engine import build_engine, selection, set_matmul_precision, setup_distributed
@@ -186,7 +187,7 @@ def train_step(engine, loader: BatchLoader, stats: StepStats, device: torch.devi
         b = next(loader)
         inputs = b.to(device)
         outp = engine(**inputs)
-        loss = outp.loss * float("nan") if poison else outp.loss   # fault injection (train.nan_steps)
+        loss = outp.loss * float("nan") if poison else outp.loss   # tests only (pretrain.faults)
         outp.loss = loss
         engine.backward(loss)
         if want_grad_norm and micro == grad_accum - 1:
@@ -220,6 +221,7 @@ class Loop:
             peak = None   # the FLOP table's fp32 figures are TF32 tensor-core peaks
         self.peak_total = (peak or 0) * (world if device.type == "cuda" else max(1, world // local_world))
         self.last_saved = prog.step if resumed else -1
+        self.nan_steps = faults.nan_steps()
         self.interval = (prog.step, time.perf_counter())
 
     def run(self) -> None:
@@ -232,7 +234,7 @@ class Loop:
             zero0 = t.zero_stage == 0
             lr = self._lr()   # the lr this step uses (a host float)
             grad_norm = train_step(self.engine, self.loader, self.stats, self.device, t.grad_accum,
-                                   poison=step in t.nan_steps, want_grad_norm=log_now and zero0)
+                                   poison=step in self.nan_steps, want_grad_norm=log_now and zero0)
             self.prog.step = step
             failing = self._count_skip()
             if not (log_now or eval_now or save_now or failing):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pretrain.cli import config_from_args, main
-from pretrain.config import PRESETS, ConfigError, build, check_batch, fill_ds_config
+from pretrain.config import RUN_PRESETS, ConfigError, build, check_batch, fill_ds_config
 
 
 def test_precedence_preset_file_flags_overrides(tmp_path, minilm_dir):
@@ -33,7 +33,7 @@ def test_file_formats(tmp_path, suffix, text):
 
 
 def test_paper_presets(minilm_dir):
-    assert PRESETS["linkbert-tiny"]["optim"]["lr"] == 5e-3
+    assert RUN_PRESETS["linkbert-tiny"]["optim"]["lr"] == 5e-3
     cfg = build(preset="linkbert-large", flags={"model": {"init_from": str(minilm_dir)}})
     assert (cfg.optim.lr, cfg.train.max_steps, cfg.optim.betas, cfg.optim.weight_decay) == (2e-4, 40000, (0.9, 0.98), 0.01)
     cfg = build(preset="biolinkbert-large")
@@ -80,7 +80,10 @@ def test_ds_config_autos_filled(tmp_path):
     custom = tmp_path / "ds.json"
     custom.write_text(json.dumps({"train_micro_batch_size_per_gpu": 16, "zero_optimization": {"stage": 1},
                                   "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}))
+    with pytest.raises(ConfigError, match=r"stage=1 contradicts --zero-stage 2; drop one of them"):
+        build(flags={"train": {"deepspeed_config": str(custom), "micro_batch_size": 8, "zero_stage": 2}})
     cfg = build(flags={"train": {"deepspeed_config": str(custom), "micro_batch_size": 8}})
+    assert cfg.train.zero_stage == 1   # taken from the file at build time, not changed later
     with pytest.raises(ConfigError, match="contradicts"):
         fill_ds_config(cfg, world=1)
     cfg.train.micro_batch_size = 16

@@ -9,8 +9,10 @@ import pytest
 import torch
 from engine_helpers import Ranks, build_jargon, losses, read_jsonl, run_ranks, synthetic_dataset
 
-from pretrain.checkpoint import COMPLETE, FAULT_ENV, consolidated_state_dict, list_tags
-from pretrain.data import TRACE_ENV, PretrainData, SampleOrder
+from pretrain.checkpoint import COMPLETE, consolidated_state_dict, list_tags
+from pretrain.data import PretrainData, SampleOrder
+from pretrain.faults import NAN_STEPS_ENV, TRACE_ENV
+from pretrain.faults import SAVE_CRASH_ENV as FAULT_ENV
 from tests.procs import wait_for
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,7 @@ def stage_runs(jargon, tmp_path_factory):
     for stage in (0, 1, 2, 3):
         out = base / f"z{stage}"
         run_ranks(["--data", str(jargon), "--output", str(out), "--zero-stage", str(stage), "--max-steps", "8",
-                   "--save-every", "1", "--checkpoint.keep_last=100", "--train.nan_steps=3", *COMMON])
+                   "--save-every", "1", "--checkpoint.keep_last=100", *COMMON], extra_env={NAN_STEPS_ENV: "3"})
         outs[stage] = out
     return outs
 
@@ -197,7 +199,8 @@ def test_bf16_and_offload_train_and_skip_limit(jargon, tmp_path):
         assert np.mean([r["loss"] for r in m[-2:]]) < np.mean([r["loss"] for r in m[:2]]), name
     out = tmp_path / "nan"
     codes, log = run_ranks(["--data", str(jargon), "--output", str(out), "--max-steps", "6", "--zero-stage", "2",
-                            "--train.nan_steps=2,3", "--train.max_consecutive_skips=2", *COMMON], expect=3)
+                            "--train.max_consecutive_skips=2", *COMMON], extra_env={NAN_STEPS_ENV: "2,3"},
+                           expect=3)
     assert "2 optimizer steps in a row were skipped" in log and "at step 3" in log
     assert [r["skipped"] for r in read_jsonl(out / "metrics.jsonl")] == [False, True, True]
 

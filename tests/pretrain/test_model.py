@@ -201,7 +201,7 @@ def test_presets_and_config_files(tmp_path):
                                                       "intermediate_size": 100, "vocab_size": 77}))
     c = model_config(str(tmp_path), vocab_size=80)
     assert (c.hidden_size, c.vocab_size, c.intermediate_size) == (64, 80, 100)
-    with pytest.raises(ConfigError, match="not a preset"):
+    with pytest.raises(ConfigError, match="not a model shape"):
         model_config("huge")
     with pytest.raises(ConfigError, match="multiple of num_attention_heads"):
         model_config("tiny", num_attention_heads=3)

@@ -42,7 +42,10 @@ def test_zero_stage_7_in_a_deepspeed_config_is_one_line(tmp_path, capsys):
     from pretrain.config import ConfigError, build, fill_ds_config
     f = tmp_path / "ds.json"
     f.write_text(json.dumps({"zero_optimization": {"stage": 7}}))
-    cfg = build(flags={"train": {"deepspeed_config": str(f)}})
+    with pytest.raises(ConfigError, match=r"ds.json: zero_optimization.stage=7; ZeRO stages are 0, 1, 2 or 3"):
+        build(flags={"train": {"deepspeed_config": str(f)}})   # found when the config is built
+    cfg = build()
+    cfg.train.deepspeed_config = str(f)
     with pytest.raises(ConfigError, match=r"ds.json: zero_optimization.stage=7; ZeRO stages are 0, 1, 2 or 3"):
         fill_ds_config(cfg, world=1)
 
