@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def loader_rate(data_dir: Path, micro: int, seconds: float, prefetch: int) -> float:
+    from pretrain.config import DataConfig
     from pretrain.data import BatchLoader, PretrainData
-    data = PretrainData([str(data_dir)], seed=0, held_out=0)
+    data = PretrainData(DataConfig(paths=[str(data_dir)], held_out=0), seed=0)
     loader = BatchLoader(data, micro, rank=0, world=1, start=0, prefetch=prefetch)
     next(loader)   # thread started, files open
     n, t0 = 0, time.perf_counter()

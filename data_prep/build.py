@@ -33,7 +33,16 @@ from data_prep.pairs import MIX_POLICIES, mix_of, sample_pairs, sample_sentence_
 from data_prep.parallel import make_pool, ordered_map, world
 from data_prep.segments import run_batch
 from data_prep.shard_writer import SegmentTable
-from data_prep.shards import DOCS, FORMAT, MANIFEST, RELATION_NAMES, VERSION, SpecialIds, token_dtype
+from data_prep.shards import (
+    DOCS,
+    FORMAT,
+    MANIFEST,
+    RELATION_NAMES,
+    TOKENIZER_FILES,
+    VERSION,
+    SpecialIds,
+    token_dtype,
+)
 from data_prep.verify import vocab_sha256
 
 SEGMENTINGS = ("sentences", "fixed")
@@ -148,8 +157,6 @@ def _on_rank0(comm, fn):
     return result
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "added_tokens.json")
 
 
 def _special_token(src: Path, name: str, default: str):

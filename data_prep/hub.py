@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from data_prep.shards import TOKENIZER_FILES
+
 # What a run needs from a model repository (tokenizer files, config, one copy of the weights), so that
 # an online resolve does not also fetch TF/Flax/ONNX exports or a second copy of the weights.
-TOKENIZER_PATTERNS = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                      "added_tokens.json", "config.json"]
+TOKENIZER_PATTERNS = [*TOKENIZER_FILES, "config.json"]
 SAFETENSORS_PATTERNS = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
 BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
 

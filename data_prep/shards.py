@@ -18,6 +18,9 @@ FORMAT = "linkbert-pairs"
 VERSION = 1
 MANIFEST = "manifest.json"
 DOCS = "docs.jsonl"
+# A tokenizer's files: what a build copies next to its shards, a checkpoint keeps and an export ships.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "added_tokens.json")
 
 # Relation label ids: the values of `pair_labels` and the rows of the model's relation head
 # (pretrain.presets imports these; nothing else defines them).

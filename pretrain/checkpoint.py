@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.shards import TOKENIZER_FILES  # noqa: F401 (re-exported: trainer, tests)
 from pretrain import faults
 from pretrain.errors import PretrainError
 from pretrain.storage import (
@@ -39,7 +40,6 @@ COMPLETE = "COMPLETE"
 RUN_META = "run.json"
 MASTER_WEIGHTS = "fp32_master_weights.pt"   # ZeRO-0 fp16/bf16 runs: the weights the optimizer updates
 TAG_RE = re.compile(r"^step(\d+)$")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 class CheckpointError(PretrainError, RuntimeError):

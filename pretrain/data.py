@@ -27,6 +27,7 @@ import torch
 
 from data_prep.shards import ShardError, check_shard_attrs, load_manifest
 from pretrain import faults
+from pretrain.config import DataConfig
 from pretrain.masking import MaskingSpec, mask_batch
 
 READ_FIELDS = ("input_ids", "seq_lens", "a_lens", "pair_labels")
@@ -35,7 +36,7 @@ READ_FIELDS = ("input_ids", "seq_lens", "a_lens", "pair_labels")
 class PairDataset:
     """One prepared dataset folder: its shards seen as one array of pairs."""
 
-    def __init__(self, path: str | Path, cache_mb: int = 64):
+    def __init__(self, path: str | Path, cache_mb: int):
         self.path = Path(path)
         self.manifest = load_manifest(self.path)
         self.shard_paths = [s["path"] for s in self.manifest["shards"]]
@@ -188,12 +189,13 @@ class Batch:
 class PretrainData:
     """The datasets of a run, their common attributes, the order and the masking spec."""
 
-    def __init__(self, paths: list[str], seed: int, weights=None, held_out: int = 0, cache_mb: int = 64,
-                 max_predictions: int | None = None, mask_prob: float = 0.15, mask_token_prob: float = 0.8,
-                 random_token_prob: float = 0.1, continuation: np.ndarray | None = None):
-        if not paths:
+    def __init__(self, config: DataConfig, seed: int):
+        """``config``: the run's data section (its defaults are the only ones). Whole-word masking: the
+        trainer sets ``spec.continuation`` from the tokenizer (pretrain.masking.continuation_table)."""
+        c = config
+        if not c.paths:
             raise ShardError("no data: pass --data DIR (the --out folder of `linkbert-prep build`)")
-        self.datasets = [PairDataset(p, cache_mb) for p in paths]
+        self.datasets = [PairDataset(p, c.cache_mb) for p in c.paths]
         a0 = self.datasets[0].attrs
         for ds in self.datasets[1:]:
             if ds.attrs != a0:
@@ -201,15 +203,15 @@ class PretrainData:
                                  f"{a0}; mix only datasets built with the same tokenizer and --max-seq-len")
         self.attrs = a0
         self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in self.datasets])]).astype(np.int64)
-        self.order = SampleOrder([len(d) for d in self.datasets], seed, weights, held_out)
+        self.order = SampleOrder([len(d) for d in self.datasets], seed, c.weights, c.held_out)
         self.seed = seed
         from pretrain.masking import default_max_predictions
         self.spec = MaskingSpec(
             vocab_size=a0["vocab_size"], mask_id=a0["mask_id"],
             special_ids=tuple(sorted({a0["cls_id"], a0["sep_id"], a0["pad_id"], a0["mask_id"]})),
-            max_predictions=max_predictions or default_max_predictions(a0["max_seq_len"], mask_prob),
-            mask_prob=mask_prob, mask_token_prob=mask_token_prob, random_token_prob=random_token_prob,
-            continuation=continuation)
+            max_predictions=c.max_predictions or default_max_predictions(a0["max_seq_len"], c.mask_prob),
+            mask_prob=c.mask_prob, mask_token_prob=c.mask_token_prob, random_token_prob=c.random_token_prob,
+            continuation=None)
 
     def read(self, gids: np.ndarray) -> dict[str, np.ndarray]:
         d = np.searchsorted(self.offsets, gids, side="right") - 1

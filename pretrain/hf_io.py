@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_prep.shards import TOKENIZER_FILES  # one list for builds, checkpoints and exports
+
 from .modeling import NUM_RELATIONS, RELATION_NAMES, LinkBertForPreTraining, model_config
 from .presets import ConfigError
 
@@ -22,8 +24,6 @@ log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
 # transformers ties these to the word embeddings / cls.predictions.bias; writing them would only
 # duplicate tensors (and safetensors refuses shared storage).
 TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")

@@ -20,9 +20,9 @@ class MaskingSpec:
     mask_id: int
     special_ids: tuple[int, ...]
     max_predictions: int
-    mask_prob: float = 0.15
-    mask_token_prob: float = 0.8
-    random_token_prob: float = 0.1
+    mask_prob: float            # the rates come from the run's DataConfig (their one set of defaults)
+    mask_token_prob: float
+    random_token_prob: float
     continuation: np.ndarray | None = None   # bool [vocab]: token continues the previous word ("##x")
 
 

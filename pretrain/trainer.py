@@ -8,6 +8,7 @@ also where a preemption signal is agreed on by all ranks.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -78,15 +79,13 @@ def _tokenizer_dir(cfg: RunConfig, data: PretrainData) -> Path | None:
 
 def load_data(cfg: RunConfig) -> tuple[PretrainData, Path | None]:
     d = cfg.data
-    data = PretrainData(d.paths, cfg.train.seed, d.weights, d.held_out, d.cache_mb, d.max_predictions, d.mask_prob,
-                        d.mask_token_prob, d.random_token_prob)
+    data = PretrainData(d, cfg.train.seed)
     tok_dir = _tokenizer_dir(cfg, data)
     if d.whole_word:
         from pretrain.masking import continuation_table
         if tok_dir is None:
             raise ConfigError("data.whole_word needs the tokenizer's vocabulary: set --data.tokenizer=DIR")
-        continuation = continuation_table(tok_dir, data.attrs["vocab_size"])
-        data.spec = type(data.spec)(**{**data.spec.__dict__, "continuation": continuation})
+        data.spec = dataclasses.replace(data.spec, continuation=continuation_table(tok_dir, data.attrs["vocab_size"]))
     return data, tok_dir
 
 

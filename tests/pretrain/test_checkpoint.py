@@ -40,3 +40,13 @@ def test_prune_keeps_last_k_and_drops_stale_incomplete(tmp_path):
     make(tmp_path, 9, complete=False)      # newer than the newest complete: a save in flight elsewhere
     prune(root, keep_last=2)
     assert (root / "step9").is_dir()
+
+
+def test_one_tokenizer_file_list_for_builds_checkpoints_and_exports():
+    # three copies had drifted: the checkpoint's lacked added_tokens.json, so exports made from a checkpoint
+    # dropped a tokenizer's added tokens
+    from data_prep import build, hub, shards
+    from pretrain import checkpoint, hf_io
+    assert "added_tokens.json" in shards.TOKENIZER_FILES
+    assert build.TOKENIZER_FILES is checkpoint.TOKENIZER_FILES is hf_io.TOKENIZER_FILES is shards.TOKENIZER_FILES
+    assert set(shards.TOKENIZER_FILES) <= set(hub.TOKENIZER_PATTERNS)

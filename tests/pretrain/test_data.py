@@ -8,6 +8,7 @@ import torch
 from engine_helpers import synthetic_dataset
 
 from data_prep.shards import ShardError
+from pretrain.config import DataConfig
 from pretrain.data import BatchLoader, PretrainData, SampleOrder
 
 
@@ -55,7 +56,7 @@ def test_weighted_mix():
 
 def test_reads_and_tensors_match_the_shards(tmp_path):
     d = synthetic_dataset(tmp_path / "ds", n=60, max_seq_len=16, shards=3)
-    data = PretrainData([str(d)], seed=0, held_out=4)
+    data = PretrainData(DataConfig(paths=[str(d)], held_out=4), seed=0)
     gids = np.array([59, 0, 21, 20, 20, 41])
     got = data.read(gids)
     raw = {}
@@ -89,7 +90,7 @@ def test_reads_and_tensors_match_the_shards(tmp_path):
 
 def test_prefetch_thread_gives_the_same_batches(tmp_path):
     d = synthetic_dataset(tmp_path / "ds", n=50)
-    data = PretrainData([str(d)], seed=5)
+    data = PretrainData(DataConfig(paths=[str(d)], held_out=0), seed=5)
     a = BatchLoader(data, 4, rank=1, world=2, start=16, prefetch=3)
     b = BatchLoader(data, 4, rank=1, world=2, start=16, prefetch=0)
     try:
@@ -106,10 +107,10 @@ def test_prefetch_thread_gives_the_same_batches(tmp_path):
 
 def test_bad_data_errors(tmp_path):
     with pytest.raises(ShardError, match="manifest.json"):
-        PretrainData([str(tmp_path)], seed=0)
+        PretrainData(DataConfig(paths=[str(tmp_path)]), seed=0)
     d1 = synthetic_dataset(tmp_path / "a", max_seq_len=16)
     d2 = synthetic_dataset(tmp_path / "b", max_seq_len=24)
     with pytest.raises(ShardError, match="max-seq-len"):
-        PretrainData([str(d1), str(d2)], seed=0)
+        PretrainData(DataConfig(paths=[str(d1), str(d2)]), seed=0)
     with pytest.raises(ValueError, match="held_out"):
-        PretrainData([str(d1)], seed=0, held_out=1000)
+        PretrainData(DataConfig(paths=[str(d1)], held_out=1000), seed=0)

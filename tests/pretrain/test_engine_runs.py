@@ -10,6 +10,7 @@ import torch
 from engine_helpers import Ranks, build_jargon, losses, read_jsonl, run_ranks, synthetic_dataset
 
 from pretrain.checkpoint import COMPLETE, consolidated_state_dict, list_tags
+from pretrain.config import DataConfig
 from pretrain.data import PretrainData, SampleOrder
 from pretrain.faults import NAN_STEPS_ENV, TRACE_ENV
 from pretrain.faults import SAVE_CRASH_ENV as FAULT_ENV
@@ -66,7 +67,7 @@ def test_zero_stages_agree_and_nonfinite_step_is_skipped(stage_runs):
 
 def _eval_batches(data_dir, rank_world=2):
     """The held-out batches the trainer evaluated (same seed, sizes, masks), all ranks together."""
-    data = PretrainData([str(data_dir)], seed=3, held_out=64)
+    data = PretrainData(DataConfig(paths=[str(data_dir)], held_out=64), seed=3)
     out = []
     for r in range(rank_world):
         out += list(data.eval_batches(4, r, rank_world, 4))

@@ -19,8 +19,11 @@ def batch(rng, b=512, length=128):
 
 
 def spec(**kw):
+    from pretrain.config import DataConfig
+    d = DataConfig()   # the run's defaults: 15%, 80/10/10
+    rates = {"mask_prob": d.mask_prob, "mask_token_prob": d.mask_token_prob, "random_token_prob": d.random_token_prob}
     return MaskingSpec(vocab_size=VOCAB, mask_id=MASK, special_ids=(PAD, CLS, SEP, MASK),
-                       max_predictions=kw.pop("max_predictions", 40), **kw)
+                       max_predictions=kw.pop("max_predictions", 40), **{**rates, **kw})
 
 
 def test_rates_and_special_tokens():

@@ -132,7 +132,7 @@ def test_a_shard_damaged_after_start_names_the_shard_and_rows(tmp_path):
     from data_prep.shards import ShardError
     from pretrain.data import PairDataset
     d = synthetic_dataset(tmp_path / "d", n=200, shards=2)
-    ds = PairDataset(d)
+    ds = PairDataset(d, cache_mb=8)
     good = ds.read(np.arange(150, 160))
     assert good["input_ids"].shape == (10, 16)
     ds.close()
