@@ -77,7 +77,7 @@ class MetricsWriter:
                 if k != "step" and isinstance(v, int | float) and v is not None and math.isfinite(v):
                     self.tb.add_scalar(f"{'eval' if k.startswith('eval_') else 'train'}/{k}", v, rec["step"])
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(rec["step"] - self.bar.n)   # records may be every metrics.log_every steps
             self.bar.set_postfix(loss=f"{rec.get('loss', float('nan')):.4f}",
                                  rel_acc=f"{rec.get('relation_acc', float('nan')):.3f}", refresh=False)
 

@@ -239,6 +239,7 @@ class Loop:
             if not (log_now or eval_now or save_now or failing):
                 continue
             rec = self.read_stats(grad_norm if zero0 else self.engine.get_global_grad_norm(), lr)
+            stop = rec.pop("stop")
             ev = self.evaluate() if eval_now else {}
             if self.rank == 0 and (log_now or ev or failing):
                 self.writer.log({**rec, **ev})
@@ -246,7 +247,7 @@ class Loop:
                 raise TrainingError(f"{self.prog.consecutive_skips} optimizer steps in a row were skipped (non-finite "
                                     f"loss or fp16 overflow) at step {step}; lower --lr, use --precision bf16, or "
                                     "raise --train.max_consecutive_skips")
-            if rec["stop"]:
+            if stop:
                 log.info("signal received: saving at step %d and exiting", step)
                 self.save(step)
                 return
