@@ -1,6 +1,6 @@
 """`linkbert-finetune`: fine-tune and evaluate any BERT-family HF checkpoint on LinkBERT's tasks.
 
-    linkbert-finetune --task qa|seqcls|multilabel|regression|ner|mc --model HF_DIR \
+    linkbert-finetune --task qa|seqcls|multilabel|regression|ner|mc --model HF_DIR_OR_HUB_ID \
         --train F --validation F [--test F] --output DIR [--preset NAME] [Trainer flags]
     linkbert-finetune blurb-score [--split test] TASK=RUN_DIR ... | SCORES.json
     linkbert-finetune glue-score [--split validation] TASK=RUN_DIR ...
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("data and model")
     io.add_argument("--task", choices=TASK_KINDS, default=S, help="task kind (a --preset implies one)")
     io.add_argument("--model", "--model_name_or_path", dest="model", required=True,
-                    help="Hugging Face checkpoint directory (BERT family)")
+                    help="Hugging Face checkpoint directory (BERT family) or Hub id, e.g. "
+                         "michiyasunaga/BioLinkBERT-base (from the Hub cache when HF_HUB_OFFLINE=1)")
     io.add_argument("--train", "--train_file", dest="train", default=S,
                     help="training JSON Lines file; without it: predict only")
     io.add_argument("--validation", "--validation_file", dest="validation", default=S,

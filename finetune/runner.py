@@ -200,6 +200,9 @@ def _task_options(args: FinetuneArgs) -> TaskOptions:
         if spec.kind != args.task:
             raise FinetuneError(f"GLUE {spec.name} is a {spec.kind} task, not --task {args.task}")
         extra, positive = spec.metrics, spec.positive_label
+        if "f1" in extra and _negative_labels(args):
+            raise FinetuneError(f"--negative_label and GLUE {spec.name}'s F1 of class {positive!r} would both be "
+                                "reported as 'f1'; drop --negative_label / --ignore_negative_class")
     return TaskOptions(
         max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, n_best_size=args.n_best_size,
         max_answer_length=args.max_answer_length, negative_labels=_negative_labels(args),

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-weights", type=float, nargs="+", metavar="W", help="mixing weights, one per --data")
     p.add_argument("--output", help="run folder: checkpoints, metrics.jsonl, tensorboard/, hf/")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--init-from", metavar="HF_DIR", help="start from this HF BERT checkpoint's weights")
+    g.add_argument("--init-from", metavar="HF_DIR_OR_HUB_ID",
+                   help="start from this HF BERT checkpoint's weights: a folder or a Hub id (bert-base-cased)")
     g.add_argument("--model", help="tiny | base | large (random init) or an HF config folder")
     p.add_argument("--deepspeed-config", metavar="JSON", help="a ds_configs/*.json (default zero{stage}.json)")
     p.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3))

@@ -81,6 +81,9 @@ def test_presets_and_flag_name_the_negative_label():
     assert _negative_labels(_args(["--preset", "chemprot", "--negative_label", "NONE"])) == ("NONE",)
     assert _negative_labels(_args(["--task", "seqcls", "--ignore_negative_class"])) == STANDARD_NEGATIVE_LABELS
     assert _negative_labels(_args(["--task", "seqcls"])) == ()
+    from finetune.runner import _task_options
+    with pytest.raises(FinetuneError, match="would both be reported as 'f1'"):
+        _task_options(_args(["--preset", "mrpc", "--negative_label", "0"]))
 
 
 @pytest.mark.slow
