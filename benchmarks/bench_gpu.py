@@ -84,7 +84,7 @@ def section_env(args, device) -> dict:
             "transformers": transformers.__version__, "device": str(device)}
     for mod in ("triton", "deepspeed", "flash_attn", "apex"):
         try:
-            info[mod] = __import__(mod).__version__
+            info[mod] = getattr(__import__(mod), "__version__", "installed")
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             info[mod] = f"missing ({type(e).__name__})"
     if device.type == "cuda":

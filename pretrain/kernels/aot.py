@@ -114,8 +114,17 @@ def compile_job(job: Job, arch: int):
 
 
 def _tool(name: str) -> str:
+    """The binary Triton ships (triton/backends/nvidia/bin), else the CUDA toolkit's on PATH."""
+    import shutil
+
     import triton
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    if os.access(path, os.X_OK):
+        return path
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found in Triton's NVIDIA backend or on PATH")
+    return found
 
 
 def resource_usage(cubin: bytes) -> dict:
