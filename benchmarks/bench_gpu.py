@@ -137,7 +137,7 @@ def section_trainer(args, device) -> dict:
                  ("zero0_fp32", ["--zero-stage", "0", "--precision", "fp32"]),
                  ("zero2_offload", ["--zero-stage", "2", "--precision", "bf16", "--deepspeed-config",
                                     str(ROOT / "ds_configs" / "zero2_offload.json")])]
-    timeout = 300 if args.tiny else 240
+    timeout = 300 if args.tiny else 360  # offload JIT-builds DeepSpeed's CPUAdam on first use
     results, bad = {}, []
     if args.trainer_dry_run:  # the flags only: every command line parses with today's CLI
         from pretrain.cli import config_from_args
