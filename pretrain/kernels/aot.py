@@ -109,8 +109,15 @@ def compile_job(job: Job, arch: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     sig, constexprs, attrs = _signature(job)
-    src = ASTSource(fn=job.fn, signature=sig, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(job.launch.options))
+    target = GPUTarget("cuda", arch, 32)
+    try:
+        src = ASTSource(fn=job.fn, signature=sig, constexprs=constexprs, attrs=attrs)
+        return triton.compile(src, target=target, options=dict(job.launch.options))
+    except Exception:  # noqa: BLE001
+        # The divisibility hints' format is Triton-version specific: once more without them. A kernel
+        # that cannot compile fails this second time too, with its own message.
+        src = ASTSource(fn=job.fn, signature=sig, constexprs=constexprs)
+        return triton.compile(src, target=target, options=dict(job.launch.options))
 
 
 def _tool(name: str) -> str:
