@@ -132,7 +132,7 @@ def section_trainer(args, device) -> dict:
         cases = [("zero2_fp32", ["--zero-stage", "2", "--precision", "fp32"])]
     else:
         cases = [("zero2_bf16", ["--zero-stage", "2", "--precision", "bf16"]),
-                 ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16", "--train.nan_steps=3"]),
+                 ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16", "--train.nan_steps=3,4"]),
                  ("zero3_bf16", ["--zero-stage", "3", "--precision", "bf16"]),
                  ("zero0_fp32", ["--zero-stage", "0", "--precision", "fp32"]),
                  ("zero2_offload", ["--zero-stage", "2", "--precision", "bf16", "--deepspeed-config",
@@ -206,7 +206,11 @@ def section_trainer(args, device) -> dict:
             a = [x["loss"] for x in recs][save:]
             b = [x["loss"] for x in _metrics(resumed) if "loss" in x][save:]
             r["resume_max_diff"] = max((abs(x - y) for x, y in zip(a, b)), default=None)
-            if rc2 != 0 or len(a) != len(b) or r["resume_max_diff"] is None or r["resume_max_diff"] > 1e-5:
+            # fp32: equal to 1e-5. Half precision on a GPU: the first resumed step starts from the same
+            # state, but atomics in attention backward kernels may round later steps differently.
+            tol = 1e-5 if "fp32" in first else 2e-3
+            r["resume_tolerance"] = tol
+            if rc2 != 0 or len(a) != len(b) or r["resume_max_diff"] is None or r["resume_max_diff"] > tol:
                 problems.append(f"resume: exit {rc2}, losses {a} vs {b}: {text2.strip().splitlines()[-2:]}")
             try:
                 from transformers import AutoModelForMaskedLM
