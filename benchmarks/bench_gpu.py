@@ -128,25 +128,26 @@ def section_trainer(args, device) -> dict:
               "--max-steps", str(steps), "--save-every", str(save), "--metrics.progress=false",
               "--metrics.tensorboard=false", "--data.held_out=32", "--metrics.eval_batches=2"]
     ds_env = {"DS_ACCELERATOR": "cuda" if device.type == "cuda" else "cpu", "OMP_NUM_THREADS": 2}
-    if args.tiny:
-        cases = [("zero2_fp32", ["--zero-stage", "2", "--precision", "fp32"])]
-    else:
-        cases = [("zero2_bf16", ["--zero-stage", "2", "--precision", "bf16"]),
-                 ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16", "--train.nan_steps=3,4"]),
-                 ("zero3_bf16", ["--zero-stage", "3", "--precision", "bf16"]),
-                 ("zero0_fp32", ["--zero-stage", "0", "--precision", "fp32"]),
-                 ("zero2_offload", ["--zero-stage", "2", "--precision", "bf16", "--deepspeed-config",
-                                    str(ROOT / "ds_configs" / "zero2_offload.json")])]
+    full = [("zero2_bf16", ["--zero-stage", "2", "--precision", "bf16"]),
+            ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16", "--train.nan_steps=3,4"]),
+            ("zero3_bf16", ["--zero-stage", "3", "--precision", "bf16"]),
+            ("zero0_fp32", ["--zero-stage", "0", "--precision", "fp32"]),
+            ("zero2_offload", ["--zero-stage", "2", "--precision", "bf16", "--deepspeed-config",
+                               str(ROOT / "ds_configs" / "zero2_offload.json")])]
+    cases = [("zero2_fp32", ["--zero-stage", "2", "--precision", "fp32"])] if args.tiny else full
     timeout = 300 if args.tiny else 360  # offload JIT-builds DeepSpeed's CPUAdam on first use
     results, bad = {}, []
     if args.trainer_dry_run:  # the flags only: every command line parses with today's CLI
         from pretrain.cli import config_from_args
-        for name, extra in cases + [("slurm", ["--zero-stage", "2"])]:
+        for name, extra in cases + full + [("slurm", ["--zero-stage", "2"])]:
             try:
                 cfg, _ = config_from_args([*common, "--output", str(work / name), *extra])
-                results[name] = {"zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision}
+                results[name] = {"zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision,
+                                 "nan_steps": cfg.train.nan_steps}
             except SystemExit as e:
                 bad.append(f"{name}: the CLI refuses these flags (exit {e.code})")
+            except Exception as e:  # noqa: BLE001 - a config error is a failed check, not a crash
+                bad.append(f"{name}: {type(e).__name__}: {e}")
         log(f"  dry run: {len(results)} command lines parse" + (f"; {bad}" if bad else ""))
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
