@@ -84,7 +84,7 @@ def section_env(args, device) -> dict:
             "transformers": transformers.__version__, "device": str(device)}
     for mod in ("triton", "deepspeed", "flash_attn", "apex"):
         try:
-            info[mod] = __import__(mod).__version__
+            info[mod] = getattr(__import__(mod), "__version__", "installed")
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             info[mod] = f"missing ({type(e).__name__})"
     if device.type == "cuda":
@@ -128,25 +128,26 @@ def section_trainer(args, device) -> dict:
               "--max-steps", str(steps), "--save-every", str(save), "--metrics.progress=false",
               "--metrics.tensorboard=false", "--data.held_out=32", "--metrics.eval_batches=2"]
     ds_env = {"DS_ACCELERATOR": "cuda" if device.type == "cuda" else "cpu", "OMP_NUM_THREADS": 2}
-    if args.tiny:
-        cases = [("zero2_fp32", ["--zero-stage", "2", "--precision", "fp32"])]
-    else:
-        cases = [("zero2_bf16", ["--zero-stage", "2", "--precision", "bf16"]),
-                 ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16", "--train.nan_steps=3"]),
-                 ("zero3_bf16", ["--zero-stage", "3", "--precision", "bf16"]),
-                 ("zero0_fp32", ["--zero-stage", "0", "--precision", "fp32"]),
-                 ("zero2_offload", ["--zero-stage", "2", "--precision", "bf16", "--deepspeed-config",
-                                    str(ROOT / "ds_configs" / "zero2_offload.json")])]
-    timeout = 300 if args.tiny else 240
+    full = [("zero2_bf16", ["--zero-stage", "2", "--precision", "bf16"]),
+            ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16", "--train.nan_steps=3,4"]),
+            ("zero3_bf16", ["--zero-stage", "3", "--precision", "bf16"]),
+            ("zero0_fp32", ["--zero-stage", "0", "--precision", "fp32"]),
+            ("zero2_offload", ["--zero-stage", "2", "--precision", "bf16", "--deepspeed-config",
+                               str(ROOT / "ds_configs" / "zero2_offload.json")])]
+    cases = [("zero2_fp32", ["--zero-stage", "2", "--precision", "fp32"])] if args.tiny else full
+    timeout = 300 if args.tiny else 360  # offload JIT-builds DeepSpeed's CPUAdam on first use
     results, bad = {}, []
     if args.trainer_dry_run:  # the flags only: every command line parses with today's CLI
         from pretrain.cli import config_from_args
-        for name, extra in cases + [("slurm", ["--zero-stage", "2"])]:
+        for name, extra in cases + full + [("slurm", ["--zero-stage", "2"])]:
             try:
                 cfg, _ = config_from_args([*common, "--output", str(work / name), *extra])
-                results[name] = {"zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision}
+                results[name] = {"zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision,
+                                 "nan_steps": cfg.train.nan_steps}
             except SystemExit as e:
                 bad.append(f"{name}: the CLI refuses these flags (exit {e.code})")
+            except Exception as e:  # noqa: BLE001 - a config error is a failed check, not a crash
+                bad.append(f"{name}: {type(e).__name__}: {e}")
         log(f"  dry run: {len(results)} command lines parse" + (f"; {bad}" if bad else ""))
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -206,7 +207,11 @@ def section_trainer(args, device) -> dict:
             a = [x["loss"] for x in recs][save:]
             b = [x["loss"] for x in _metrics(resumed) if "loss" in x][save:]
             r["resume_max_diff"] = max((abs(x - y) for x, y in zip(a, b)), default=None)
-            if rc2 != 0 or len(a) != len(b) or r["resume_max_diff"] is None or r["resume_max_diff"] > 1e-5:
+            # fp32: equal to 1e-5. Half precision on a GPU: the first resumed step starts from the same
+            # state, but atomics in attention backward kernels may round later steps differently.
+            tol = 1e-5 if "fp32" in first else 2e-3
+            r["resume_tolerance"] = tol
+            if rc2 != 0 or len(a) != len(b) or r["resume_max_diff"] is None or r["resume_max_diff"] > tol:
                 problems.append(f"resume: exit {rc2}, losses {a} vs {b}: {text2.strip().splitlines()[-2:]}")
             try:
                 from transformers import AutoModelForMaskedLM

@@ -73,7 +73,9 @@ def selection(model: LinkBertForPreTraining | None = None, device=None,
     elif device.type == "cuda" and half and fa_ok:
         attn, why = "flash_varlen", f"{fa_why}, unpadded ({mode})"
     elif mode == "varlen":
-        attn, why = "varlen_torch", f"attention='varlen' forced without flash-attn: {fa_why}"
+        attn = "varlen_torch"
+        why = ("attention='varlen' forced, PyTorch reference: "
+               + (fa_why if not fa_ok else "not CUDA" if device.type != "cuda" else "flash-attn needs fp16/bf16"))
     else:
         attn = "sdpa"
         why = ("padded SDPA: " + ("not CUDA" if device.type != "cuda" else

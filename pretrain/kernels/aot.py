@@ -109,13 +109,29 @@ def compile_job(job: Job, arch: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     sig, constexprs, attrs = _signature(job)
-    src = ASTSource(fn=job.fn, signature=sig, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(job.launch.options))
+    target = GPUTarget("cuda", arch, 32)
+    try:
+        src = ASTSource(fn=job.fn, signature=sig, constexprs=constexprs, attrs=attrs)
+        return triton.compile(src, target=target, options=dict(job.launch.options))
+    except Exception:  # noqa: BLE001
+        # The divisibility hints' format is Triton-version specific: once more without them. A kernel
+        # that cannot compile fails this second time too, with its own message.
+        src = ASTSource(fn=job.fn, signature=sig, constexprs=constexprs)
+        return triton.compile(src, target=target, options=dict(job.launch.options))
 
 
 def _tool(name: str) -> str:
+    """The binary Triton ships (triton/backends/nvidia/bin), else the CUDA toolkit's on PATH."""
+    import shutil
+
     import triton
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    if os.access(path, os.X_OK):
+        return path
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found in Triton's NVIDIA backend or on PATH")
+    return found
 
 
 def resource_usage(cubin: bytes) -> dict:

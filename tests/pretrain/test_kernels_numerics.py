@@ -132,8 +132,30 @@ def check_ln_saves_input_dtype():
         torch.testing.assert_close(a.double(), e, atol=4e-3, rtol=4e-3, msg=lambda m, name=name: f"{name}: {m}")
 
 
+def check_ce_vocab_split():
+    """The forward's (row block, vocabulary slice) grid with several slices and a short last one: the
+    logsumexp combine across slices and the target taken from the one slice that holds the label."""
+    from pretrain.kernels import configs, reference, triton_ops
+    g = torch.Generator().manual_seed(8)
+    n, h, v = 30, 40, 2000
+    c = configs.linear_ce_fwd(n, v, h, torch.float32)
+    assert c.grid[1] >= 3 and v % c.vspan, f"want several slices and a partial last one: {c}"
+    leaves = [torch.randn(n, h, generator=g), torch.randn(v, h, generator=g) * 0.3, torch.randn(v, generator=g)]
+    labels = torch.randint(0, v, (n,), generator=g)
+    labels[0], labels[1], labels[2] = -100, v - 1, c.vspan  # ignored, last id, first id of slice 1
+    ours = [t.clone().requires_grad_() for t in leaves]
+    ref = [t.clone().requires_grad_() for t in leaves]
+    loss = triton_ops.linear_cross_entropy(*ours, labels, 512)
+    want = reference.linear_cross_entropy_dense(*ref, labels)
+    loss.backward()
+    want.backward()
+    torch.testing.assert_close(loss, want, atol=1e-4, rtol=1e-5)
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5, msg=lambda m, i=i: f"grad {i}: {m}")
+
+
 CHECKS = {f.__name__[len("check_"):]: f for f in (check_masked_lanes, check_ce_fp16_consistent,
-                                                  check_ln_saves_input_dtype)}
+                                                  check_ln_saves_input_dtype, check_ce_vocab_split)}
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
