@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from pretrain.faults import NAN_STEPS_ENV  # noqa: E402  (light: no torch import)
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 SECTIONS = ("compile", "env", "kernels", "parity", "trainer", "speed")
@@ -129,11 +131,13 @@ def section_trainer(args, device) -> dict:
               "--metrics.tensorboard=false", "--data.held_out=32", "--metrics.eval_batches=2"]
     ds_env = {"DS_ACCELERATOR": "cuda" if device.type == "cuda" else "cpu", "OMP_NUM_THREADS": 2}
     full = [("zero2_bf16", ["--zero-stage", "2", "--precision", "bf16"]),
-            ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16", "--train.nan_steps=3,4"]),
+            ("zero2_fp16", ["--zero-stage", "2", "--precision", "fp16"]),
             ("zero3_bf16", ["--zero-stage", "3", "--precision", "bf16"]),
             ("zero0_fp32", ["--zero-stage", "0", "--precision", "fp32"]),
             ("zero2_offload", ["--zero-stage", "2", "--precision", "bf16", "--deepspeed-config",
                                str(ROOT / "ds_configs" / "zero2_offload.json")])]
+    # fault injection (pretrain.faults): the fp16 case's loss is poisoned at steps 3 and 4
+    case_env = {"zero2_fp16": {NAN_STEPS_ENV: "3,4"}}
     cases = [("zero2_fp32", ["--zero-stage", "2", "--precision", "fp32"])] if args.tiny else full
     timeout = 300 if args.tiny else 360  # offload JIT-builds DeepSpeed's CPUAdam on first use
     results, bad = {}, []
@@ -143,7 +147,7 @@ def section_trainer(args, device) -> dict:
             try:
                 cfg, _ = config_from_args([*common, "--output", str(work / name), *extra])
                 results[name] = {"zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision,
-                                 "nan_steps": cfg.train.nan_steps}
+                                 "env": case_env.get(name, {})}
             except SystemExit as e:
                 bad.append(f"{name}: the CLI refuses these flags (exit {e.code})")
             except Exception as e:  # noqa: BLE001 - a config error is a failed check, not a crash
@@ -156,10 +160,10 @@ def section_trainer(args, device) -> dict:
     import torch
     nproc = 2 if device.type == "cuda" and torch.cuda.device_count() >= 2 else 1
 
-    def torchrun(out, extra):
+    def torchrun(out, extra, name=""):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
                str(free_port()), "-m", "pretrain.cli", *common, "--output", str(out), *extra]
-        return run_child(cmd, timeout, env=child_env(**ds_env))
+        return run_child(cmd, timeout, env=child_env(**ds_env, **case_env.get(name, {})))
 
     def slurm(out):
         """One task started the way srun starts it: no torchrun, no LOCAL_RANK/RANK/WORLD_SIZE."""
@@ -173,7 +177,7 @@ def section_trainer(args, device) -> dict:
 
     # The runs are small and start-up bound: on a GPU they share it, several at a time.
     from concurrent.futures import ThreadPoolExecutor
-    jobs = {name: (lambda out=work / name, extra=extra: torchrun(out, extra)) for name, extra in cases}
+    jobs = {name: (lambda out=work / name, extra=extra, name=name: torchrun(out, extra, name)) for name, extra in cases}
     jobs["slurm"] = lambda: slurm(work / "slurm")
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=6 if device.type == "cuda" else 1) as pool:
