@@ -1,24 +1,27 @@
 """Task kinds of `linkbert-finetune --task`: how rows become features and logits become predictions."""
 from __future__ import annotations
 
+import importlib
+
 from finetune.tasks.base import Split, Task, TaskOptions
+
+# kind -> (module, class): imported on use, so `--task qa` does not import the others
+REGISTRY: dict[str, tuple[str, str]] = {
+    "qa": ("finetune.tasks.qa", "QATask"),
+    "seqcls": ("finetune.tasks.classification", "SingleLabelTask"),
+    "multilabel": ("finetune.tasks.classification", "MultiLabelTask"),
+    "regression": ("finetune.tasks.classification", "RegressionTask"),
+    "ner": ("finetune.tasks.ner", "NERTask"),
+    "mc": ("finetune.tasks.mc", "MultipleChoiceTask"),
+}
+TASK_KINDS = tuple(REGISTRY)
 
 
 def make_task(kind: str, opts: TaskOptions) -> Task:
-    if kind in ("seqcls", "multilabel", "regression"):
-        from finetune.tasks.classification import ClassificationTask
-        return ClassificationTask(kind, opts)
-    if kind == "qa":
-        from finetune.tasks.qa import QATask
-        return QATask(opts)
-    if kind == "ner":
-        from finetune.tasks.ner import NERTask
-        return NERTask(opts)
-    if kind == "mc":
-        from finetune.tasks.mc import MultipleChoiceTask
-        return MultipleChoiceTask(opts)
-    raise ValueError(f"unknown task kind {kind!r}")
+    if kind not in REGISTRY:
+        raise ValueError(f"unknown task kind {kind!r}")
+    module, name = REGISTRY[kind]
+    return getattr(importlib.import_module(module), name)(opts)
 
 
-TASK_KINDS = ("qa", "seqcls", "multilabel", "regression", "ner", "mc")
-__all__ = ["Split", "Task", "TaskOptions", "make_task", "TASK_KINDS"]
+__all__ = ["Split", "Task", "TaskOptions", "make_task", "TASK_KINDS", "REGISTRY"]

@@ -91,3 +91,21 @@ def test_seqeval_entity_level_micro_and_macro_by_hand():
     assert mac["macro_f1"] == pytest.approx(2 / 3)
     # a partially matched span is not an entity hit
     assert M.seqeval_scores([["B-Chem", "I-Chem"]], [["B-Chem", "O"]])["f1"] == 0.0
+
+
+def test_each_task_kind_is_its_own_class_and_scores_without_encoding():
+    """Three sequence tasks are three classes on one base; score() needs only the labels (no encode() first)."""
+    from finetune.tasks import REGISTRY, TASK_KINDS, make_task
+    from finetune.tasks.base import Split, TaskOptions
+    from finetune.tasks.classification import MultiLabelTask, RegressionTask, SequenceTask, SingleLabelTask
+    assert TASK_KINDS == tuple(REGISTRY)
+    opts = TaskOptions(max_seq_length=32)
+    tasks = {k: make_task(k, opts) for k in ("seqcls", "multilabel", "regression")}
+    assert [type(t) for t in tasks.values()] == [SingleLabelTask, MultiLabelTask, RegressionTask]
+    assert all(isinstance(t, SequenceTask) and t.kind == k for k, t in tasks.items())
+    rows = [{"id": "a", "sentence": "x", "label": "yes", "_where": "f:1"},
+            {"id": "b", "sentence": "y", "label": "no", "_where": "f:2"}]
+    t = tasks["seqcls"]
+    t.fit_labels(rows)
+    got = t.score(Split("dev", rows, [], True), {"a": "yes", "b": "yes"})
+    assert got == {"accuracy": 0.5}
