@@ -213,26 +213,54 @@ def _task_options(args: FinetuneArgs) -> TaskOptions:
 
 def run_finetune(args: FinetuneArgs) -> dict:
     """Fine-tune (when `train` is given) and evaluate/predict; returns the metrics.json content."""
-    if args.task not in TASK_KINDS:
-        raise FinetuneError(f"unknown --task {args.task!r}; one of {', '.join(TASK_KINDS)}")
-    if not (args.validation or args.test):
-        raise FinetuneError("give --validation and/or --test (what to evaluate or predict)")
-    if args.deepspeed and not Path(args.deepspeed).is_file():
-        raise FinetuneError(f"{args.deepspeed}: no such DeepSpeed config file")
+    _check_args(args)
     model_dir = resolve_model(args.model)
     # from here on everything is read from local folders (a Hub id was fetched or found in the cache above)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     check_model_dir(model_dir)
     task = make_task(args.task, _task_options(args))
-
     import transformers
-    from transformers import AutoConfig, AutoTokenizer, set_seed
-
     transformers.logging.set_verbosity_warning()
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    splits_rows, skipped = _read_splits(task, args, model_dir)   # a bad file fails before the model loads
+    tokenizer, model = _load_model(task, args, model_dir)
+    encoded: dict[str, Split] = {name: task.encode(rows, tokenizer, name, has_gold)
+                                 for name, (rows, has_gold) in splits_rows.items()}
+    for name, lines in skipped.items():
+        encoded[name].note_ids("malformed_tsv_lines_skipped", lines)
+    trainer = _trainer(task, args, model, tokenizer, encoded)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info: dict = {"options": {k: v for k, v in asdict(args).items() if k != "notes"}, "model_path": str(model_dir),
+                  "task_info": task.task_info(), "splits": {}}
+    if "train" in encoded:
+        result = trainer.train()
+        info["train"] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        info["train"]["steps"] = int(result.global_step)
+        info["log_history"] = trainer.state.log_history   # losses, lr and --eval_steps evaluations
+        if args.save_model:
+            trainer.save_model(str(out_dir))
+    all_metrics, split_predictions = _evaluate_splits(trainer, encoded, info)
+    info["notes"] = list(args.notes)
+    if trainer.is_world_process_zero():   # under a distributed launch only rank 0 writes
+        _write_outputs(out_dir, all_metrics, split_predictions, info)
+    _cleanup_distributed()
+    return all_metrics
 
-    # rows first: a bad file should fail before the model is loaded
+
+def _check_args(args: FinetuneArgs) -> None:
+    if args.task not in TASK_KINDS:
+        raise FinetuneError(f"unknown --task {args.task!r}; one of {', '.join(TASK_KINDS)}")
+    if not (args.validation or args.test):
+        raise FinetuneError("give --validation and/or --test (what to evaluate or predict)")
+    if args.deepspeed and not Path(args.deepspeed).is_file():
+        raise FinetuneError(f"{args.deepspeed}: no such DeepSpeed config file")
+
+
+def _read_splits(task, args: FinetuneArgs, model_dir: Path):
+    """Every given file read and checked; the label vocabulary from train, or from a fine-tuned model's
+    config. Returns ({split: (rows, has_gold)}, {split: skipped GLUE .tsv lines})."""
+    from transformers import AutoConfig
     splits_rows: dict[str, tuple[list[dict], bool]] = {}
     skipped: dict[str, list[str]] = {}    # GLUE .tsv lines with a wrong number of columns, per split
     if args.train:
@@ -240,6 +268,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
                                            skipped)
         task.fit_labels(splits_rows["train"][0])
     else:
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
         task.labels_from_config(config)
         head = task.auto_model_class().__name__.replace("AutoModel", "")
         if not any(a.endswith(head) for a in (config.architectures or [])):
@@ -252,7 +281,11 @@ def run_finetune(args: FinetuneArgs) -> dict:
     for name, (rows, has_gold) in splits_rows.items():
         if has_gold and name != "train":
             task.check_labels(rows, name)
+    return splits_rows, skipped
 
+
+def _load_model(task, args: FinetuneArgs, model_dir: Path):
+    from transformers import AutoConfig, AutoTokenizer, set_seed
     set_seed(args.seed)   # before the head is created: its random init is part of the run
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     overrides = task.config_overrides() if args.train else {}
@@ -260,37 +293,25 @@ def run_finetune(args: FinetuneArgs) -> dict:
     model = task.auto_model_class().from_pretrained(model_dir, config=config, local_files_only=True)
     if args.train:
         model.config.linkbert_finetune = task.task_info()
-
     if args.max_seq_length > tokenizer.model_max_length:
         raise FinetuneError(f"--max_seq_length {args.max_seq_length} exceeds the model's "
                             f"{tokenizer.model_max_length} positions")
-    encoded: dict[str, Split] = {name: task.encode(rows, tokenizer, name, has_gold)
-                                 for name, (rows, has_gold) in splits_rows.items()}
-    for name, lines in skipped.items():
-        encoded[name].note_ids("malformed_tsv_lines_skipped", lines)
-    validation = encoded.get("validation")
-    from finetune.trainer import TaskTrainer  # imports transformers' Trainer: only once inputs are checked
+    return tokenizer, model
 
-    trainer = TaskTrainer(
-        model=model, args=_training_arguments(args, has_eval=bool(validation and validation.has_gold)),
+
+def _trainer(task, args: FinetuneArgs, model, tokenizer, encoded: dict[str, Split]):
+    from finetune.trainer import TaskTrainer  # imports transformers' Trainer: only once inputs are checked
+    validation = encoded.get("validation")
+    gold_validation = validation if validation is not None and validation.has_gold else None
+    return TaskTrainer(
+        model=model, args=_training_arguments(args, has_eval=gold_validation is not None),
         train_dataset=encoded["train"].dataset if "train" in encoded else None,
         # the Trainer insists on an eval_dataset with --eval_steps; TaskTrainer.evaluate uses eval_split
-        eval_dataset=validation.dataset if validation is not None and validation.has_gold else None,
-        data_collator=task.collator(tokenizer), processing_class=tokenizer, task=task,
-        eval_split=validation if validation is not None and validation.has_gold else None)
+        eval_dataset=gold_validation.dataset if gold_validation is not None else None,
+        data_collator=task.collator(tokenizer), processing_class=tokenizer, task=task, eval_split=gold_validation)
 
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info: dict = {"options": {k: v for k, v in asdict(args).items() if k != "notes"}, "model_path": str(model_dir),
-                  "task_info": task.task_info(), "splits": {}}
-    if "train" in encoded:
-        result = trainer.train()
-        info["train"] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
-        info["train"]["steps"] = int(result.global_step)
-        info["log_history"] = trainer.state.log_history   # losses, lr and --eval_steps evaluations
-        if args.save_model:
-            trainer.save_model(str(out_dir))
 
+def _evaluate_splits(trainer, encoded: dict[str, Split], info: dict) -> tuple[dict, dict]:
     all_metrics: dict[str, dict] = {}
     split_predictions: dict[str, dict] = {}
     for name, _ in EVAL_SPLITS:
@@ -306,23 +327,23 @@ def run_finetune(args: FinetuneArgs) -> dict:
         info["splits"]["train"] = {"examples": len(encoded["train"].rows),
                                    "features": len(encoded["train"].features), "counts": encoded["train"].counts,
                                    "first_ids": encoded["train"].first_ids}
-    info["notes"] = list(args.notes)
-    if trainer.is_world_process_zero():   # under a distributed launch only rank 0 writes
-        for name, predictions in split_predictions.items():
-            _write_json(out_dir / f"predictions_{name}.json", predictions)
-        _write_json(out_dir / "metrics.json", all_metrics)
-        _write_json(out_dir / "run_info.json", info)
-        for note in args.notes:
-            print(f"linkbert-finetune: note: {note}", file=sys.stderr)
-        for name, s in info["splits"].items():
-            nonzero = {k: v for k, v in s.get("counts", {}).items() if v and k != "windows"}
-            if nonzero:
-                print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
-            for what, ids in s.get("first_ids", {}).items():
-                more = ", ..." if s["counts"].get(what, 0) > len(ids) else ""
-                print(f"linkbert-finetune: {name}: {what}: first {', '.join(ids)}{more}", file=sys.stderr)
-    _cleanup_distributed()
-    return all_metrics
+    return all_metrics, split_predictions
+
+
+def _write_outputs(out_dir: Path, all_metrics: dict, split_predictions: dict, info: dict) -> None:
+    for name, predictions in split_predictions.items():
+        _write_json(out_dir / f"predictions_{name}.json", predictions)
+    _write_json(out_dir / "metrics.json", all_metrics)
+    _write_json(out_dir / "run_info.json", info)
+    for note in info["notes"]:
+        print(f"linkbert-finetune: note: {note}", file=sys.stderr)
+    for name, s in info["splits"].items():
+        nonzero = {k: v for k, v in s.get("counts", {}).items() if v and k != "windows"}
+        if nonzero:
+            print(f"linkbert-finetune: {name}: {nonzero}", file=sys.stderr)
+        for what, ids in s.get("first_ids", {}).items():
+            more = ", ..." if s["counts"].get(what, 0) > len(ids) else ""
+            print(f"linkbert-finetune: {name}: {what}: first {', '.join(ids)}{more}", file=sys.stderr)
 
 
 def _write_json(path: Path, obj) -> None:
