@@ -576,7 +576,7 @@ def _spans(cols: dict, lo: int, hi: int):
 
 
 def _stats(asm: Assembler, segs: SegmentTable, pairs, n_anchor: int, indptr: np.ndarray, indegree: np.ndarray,
-           opts: BuildOptions, block: int = 1 << 18) -> dict:
+           opts: BuildOptions, block: int = 1 << 16) -> dict:
     used = asm.index.num_docs
     label = pairs.label
     counts = {name: int((label == i).sum()) for i, name in enumerate(RELATION_NAMES)}
