@@ -93,6 +93,7 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
         tok = _tokenizer(dataset_dir, m)
         rows = np.random.default_rng(seed).choice(n, size=min(num_pairs, n), replace=False)
         ends = np.cumsum([s["num_pairs"] for s in m["shards"]])
+        unit = "segment" if st["segments"].get("segmenting") == "fixed" else "sentence"  # where A and B start
         for r in sorted(rows.tolist()):
             k = int(np.searchsorted(ends, r, side="right"))
             i = r - (int(ends[k - 1]) if k else 0)
@@ -101,8 +102,8 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
             ids = row["input_ids"].astype(np.int64)
             a, s = int(row["a_lens"]), int(row["seq_lens"])
             lines.append(f"--- pair {r}: {RELATION_NAMES[int(row['pair_labels'])]}, "
-                         f"A = {doc_ids[row['anchor_doc']]!r} segment {row['anchor_seg']}, "
-                         f"B = {doc_ids[row['partner_doc']]!r} segment {row['partner_seg']}")
+                         f"A = {doc_ids[row['anchor_doc']]!r} {unit} {row['anchor_seg']}, "
+                         f"B = {doc_ids[row['partner_doc']]!r} {unit} {row['partner_seg']}")
             lines.append("A: " + tok.decode(ids[1:a - 1].tolist()))
             lines.append("B: " + tok.decode(ids[a:s - 1].tolist()))
     if plot:

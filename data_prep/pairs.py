@@ -163,8 +163,8 @@ def _fit_lp(allowed: np.ndarray, counts: np.ndarray, target: np.ndarray) -> np.n
 
 
 MIX_POLICIES = ("global", "per-anchor")
-# Anchors per block: the temporaries of a block (~250 bytes per draw) stay ~60 MB whatever the corpus size.
-BLOCK = 1 << 18
+# Anchors per block: the temporaries of a block (~250 bytes per draw) stay ~16 MB whatever the corpus size.
+BLOCK = 1 << 16
 
 
 def _relation_plan(counts, num_docs, num_links, mix, mix_policy):

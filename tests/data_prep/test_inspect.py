@@ -22,7 +22,7 @@ def test_inspect_prints_pairs_and_plots(tmp_path, minilm_dir, capsys):
     for kind in ("with links", "without links"):
         v = kinds[kind.replace(" ", "_")]
         assert f"anchors {kind}: {v['total']} pairs, contiguous {v['mix']['contiguous']:.1%}" in out
-    heads = re.findall(r"--- pair \d+: (\w+), A = '(.*?)' segment \d+, B = '(.*?)' segment \d+", out)
+    heads = re.findall(r"--- pair \d+: (\w+), A = '(.*?)' sentence \d+, B = '(.*?)' sentence \d+", out)
     assert len(heads) == 4
     blocks = out.split("--- pair ")[1:]
     for (rel, a_id, b_id), block in zip(heads, blocks):
