@@ -19,20 +19,20 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import segments as segments_mod
 from data_prep import shard_writer, staging
-from data_prep.corpus import CorpusIndex, corpus_files, iter_file_lines
+from data_prep.assemble import Assembler, Chunks
+from data_prep.corpus import corpus_files, iter_file_lines
 from data_prep.errors import PrepError
-from data_prep.pairs import MIX_POLICIES, index_dtype, mix_of, sample_pairs, sample_sentence_pairs
-from data_prep.parallel import make_pool, ordered_map, world
-from data_prep.segments import run_batch
-from data_prep.shard_writer import SegmentTable
+from data_prep.pairs import MIX_POLICIES, mix_of, sample_pairs, sample_sentence_pairs
+from data_prep.parallel import make_pool, ordered_map, release_worker_state, world
+from data_prep.segments import TokenizeConfig, TokenizeJob, run_batch
+from data_prep.shard_writer import SegmentTable, ShardConfig, ShardJob
 from data_prep.shards import (
     DOCS,
     FORMAT,
@@ -252,120 +252,6 @@ def _batches(files, rank: int, size: int, counts: dict):
         counts[fi] = j
 
 
-class Assembler:
-    """Walks tokenized batches in input order: rows, duplicate ids, units and chunks, docs.jsonl, links.
-
-    Everything per document or unit is kept in numpy arrays, one per batch (30M documents would
-    otherwise be 30M Python objects): ~12 bytes per document for the id table, 8 for its place, 8 for its
-    token offset, 2 per unit; links wait in a work file as id hashes until every id is known.
-    """
-
-    def __init__(self, files, out: Path, work: Path, skip_bad_lines: bool):
-        self.files = files
-        self.index = CorpusIndex(skip_bad_lines=skip_bad_lines)
-        self.docs = open(out / DOCS, "w", encoding="utf-8")
-        self.work = work
-        self.links = open(work / "links.bin", "wb")
-        self.link_batches = 0
-        self.unit_len, self.nseg, self.doc_start, self.chunk_units, self.nchunk = [], [], [], [], []
-        self.tokens = 0
-        self.cuts = 0
-
-    def _add_run(self, res, idx: list, keep: np.ndarray) -> None:
-        rows = self.index.add_batch([res.ids[i] for i in idx], res.id_hash[idx],
-                                    [(self.files[res.linenos[i][0]], res.linenos[i][1]) for i in idx])
-        keep[idx] = rows >= 0
-
-    def feed(self, res, token_base: int) -> None:
-        """``token_base``: global offset of this batch's first token."""
-        ix = self.index
-        self.cuts += res.cuts
-        keep = np.zeros(len(res.reasons), dtype=bool)
-        run: list = []  # valid lines since the last bad one: their ids are checked together, in order
-        for i, reason in enumerate(res.reasons):
-            ix.lines_in += 1
-            if reason is None:
-                run.append(i)
-                continue
-            if run:
-                self._add_run(res, run, keep)
-                run = []
-            fi, lineno = res.linenos[i]
-            ix.reject(reason, self.files[fi], lineno, res.messages[i])
-        if run:
-            self._add_run(res, run, keep)
-        # A batch's tokens are its documents' tokens back to back.
-        self.doc_start.append((token_base + np.cumsum(res.ntok) - res.ntok)[keep])
-        self.unit_len.append(res.seg_lens[np.repeat(keep, res.nseg)])
-        self.nseg.append(res.nseg[keep].astype(np.int32))
-        self.chunk_units.append(res.chunk_units[np.repeat(keep, res.nchunk)].astype(np.uint16))
-        self.nchunk.append(res.nchunk[keep].astype(np.int32))
-        self.tokens += int(res.ntok[keep].sum())
-        self.docs.write("".join(json.dumps({"id": res.ids[i]}, ensure_ascii=False) + "\n"
-                                for i in np.flatnonzero(keep)))
-        np.save(self.links, res.nlinks[keep])
-        np.save(self.links, res.link_hash[np.repeat(keep, res.nlinks)])
-        self.link_batches += 1
-
-    def _graph(self, progress: bool):
-        """Resolve the links batch by batch into a CSR over document rows (int32 targets when they fit)."""
-        num_docs = self.index.num_docs
-        tdtype = np.int32 if num_docs < 2**31 else np.int64
-        indptr = np.zeros(num_docs + 1, dtype=np.int64)
-        row = 0
-        with open(self.work / "links.bin", "rb") as f, open(self.work / "link_rows.bin", "wb") as g:
-            for _ in tqdm(range(self.link_batches), desc="link graph", unit="batch", disable=not progress):
-                nl, th = np.load(f), np.load(f)
-                t, kept = self.index.resolve_batch(np.arange(row, row + len(nl)), nl, th)
-                t.astype(tdtype).tofile(g)
-                indptr[row + 1:row + 1 + len(nl)] = kept
-                row += len(nl)
-        np.cumsum(indptr, out=indptr)
-        indptr = indptr.astype(index_dtype(int(indptr[-1]) + 1), copy=False)
-        self.index.release()  # ids are resolved: the id table is not needed any more
-        indices = np.fromfile(self.work / "link_rows.bin", dtype=tdtype)
-        indegree = np.bincount(indices, minlength=num_docs).astype(np.int32)
-        return indptr, indices, indegree
-
-    def finish(self, progress: bool):
-        self.docs.close()
-        self.links.close()
-        indptr, indices, indegree = self._graph(progress)
-
-        def cat(name, dtype):
-            parts = getattr(self, name)
-            setattr(self, name, None)  # let each batch array go as soon as it is copied
-            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
-
-        def indptr_of(counts):
-            out = np.zeros(len(counts) + 1, dtype=np.int64)
-            np.cumsum(counts, out=out[1:])
-            return out.astype(index_dtype(int(out[-1]) + 1), copy=False)
-
-        num_units = sum(len(a) for a in self.unit_len)
-        cum = np.zeros(num_units + 1, dtype=np.uint32)  # modulo 2**32: see SegmentTable
-        pos, total = 0, 0
-        for a in self.unit_len:
-            c = np.cumsum(a, dtype=np.uint64) + np.uint64(total)
-            cum[pos + 1:pos + 1 + len(a)] = c & np.uint64(0xFFFFFFFF)
-            if len(a):
-                total = int(c[-1])
-            pos += len(a)
-        self.unit_len = None
-        segs = SegmentTable(cum=cum, doc_seg_indptr=indptr_of(cat("nseg", np.int32)),
-                            doc_start=cat("doc_start", np.int64))
-        chunks = Chunks(indptr=indptr_of(cat("chunk_units", np.uint16)),
-                        doc_indptr=indptr_of(cat("nchunk", np.int32)))
-        return segs, chunks, indptr, indices, indegree
-
-
-@dataclass
-class Chunks:
-    """Anchors: chunk c is the units [indptr[c], indptr[c+1]); document d has chunks [doc_indptr[d], doc_indptr[d+1])."""
-    indptr: np.ndarray
-    doc_indptr: np.ndarray
-
-
 def _sample(opts: BuildOptions, segs: SegmentTable, chunks: Chunks, indptr, indices, indegree):
     common = dict(mix=opts.pair_mix, dupe_factor=opts.dupe_factor, seed=opts.seed,
                   linked_sampling=opts.linked_sampling, partner_segment=opts.partner_segment,
@@ -406,24 +292,55 @@ def build(opts: BuildOptions, comm=None) -> dict:
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        segments_mod._CACHE.clear()  # in-process work (one worker) must not pin this build's files
-        shard_writer._CACHE.clear()
+        release_worker_state()  # in-process work (one worker) must not pin this build's files
+
+
+@dataclass
+class _Run:
+    """One build in progress: what its four steps share."""
+    opts: BuildOptions
+    comm: object
+    pool: object
+    build_id: str
+    final: Path             # --out
+    out: Path               # the staging folder, swapped in at --out when complete
+    work: Path
+    progress: bool
+    files: list[Path] = field(default_factory=list)
+    tok_info: dict = field(default_factory=dict)
+    special: SpecialIds | None = None
+    tdtype: str = ""
 
 
 def _build(opts: BuildOptions, comm, pool) -> dict:
     t0 = time.time()
-    build_id = f"{time.time_ns()}-{comm.rank}"
     final = Path(opts.out)
     out = staging.staging_dir(final)   # everything is written here; swapped in at --out when complete
-    work = out / ".work"
-    progress = opts.progress and comm.rank == 0
+    run = _Run(opts, comm, pool, f"{time.time_ns()}-{comm.rank}", final, out, out / ".work",
+               opts.progress and comm.rank == 0)
+    _prepare(run)
+    tokenized = _tokenize(run)                                        # (1)
+    t_tok = time.time()
+    summary = _on_rank0(comm, lambda: _assemble_and_pair(run, *tokenized))   # (2) + (3)
+    t_pairs = time.time()
+    shards = _write_shards(run, summary, tokenized[3])                # (4)
+    t_shards = time.time()
+    manifest = _finish(run, summary, shards, (t0, t_tok, t_pairs, t_shards))
+    manifest["timings_s"] = {"tokenize": t_tok - t0, "graph_pairs": t_pairs - t_tok, "shards": t_shards - t_pairs,
+                             "total": time.time() - t0}  # returned only, not written: the file stays reproducible
+    return manifest
+
+
+def _prepare(run: _Run) -> None:
+    """Rank 0 makes the staging folder and copies the tokenizer; every rank learns the files and ids."""
+    final, out, opts = run.final, run.out, run.opts
 
     def prepare():
         if final.exists() and not final.is_dir():
             raise PrepError(f"--out {final}: exists and is not a folder; choose a folder path")
         shutil.rmtree(out, ignore_errors=True)   # a killed build's leftovers
         try:
-            work.mkdir(parents=True)
+            run.work.mkdir(parents=True)
         except OSError as e:
             raise PrepError(f"--out {final}: cannot create {out} ({e.strerror}); choose a writable place") from None
         # a directory corpus that contains --out must not read a previous build's docs.jsonl as input
@@ -433,31 +350,34 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
             raise PrepError(f"--corpus {' '.join(map(str, opts.corpus))}: no corpus files outside --out {final}")
         return _tokenizer_info(opts.tokenizer, out / "tokenizer"), [str(f) for f in files]
 
-    tok_info, files = _on_rank0(comm, prepare)
-    files = [Path(f) for f in files]
-    special = SpecialIds(tok_info["vocab_size"], tok_info["cls_id"], tok_info["sep_id"], tok_info["pad_id"],
-                         tok_info["mask_id"])
-    tdtype = token_dtype(special.vocab_size).str
-    tok_json = str(out / "tokenizer" / "tokenizer.json")
-
-    if pool is not None and comm.rank == 0:
+    run.tok_info, files = _on_rank0(run.comm, prepare)
+    run.files = [Path(f) for f in files]
+    t = run.tok_info
+    run.special = SpecialIds(t["vocab_size"], t["cls_id"], t["sep_id"], t["pad_id"], t["mask_id"])
+    run.tdtype = token_dtype(run.special.vocab_size).str
+    if run.pool is not None and run.comm.rank == 0:
         # The parent mostly waits on its workers while they tokenize: import the pair sampler's LP
         # solver (scipy.optimize, ~0.3-0.9 s) meanwhile instead of after, when it would be serial time.
         threading.Thread(target=importlib.import_module, args=("scipy.optimize",), daemon=True).start()
 
-    # (1) tokenize this rank's batches; with one rank, assemble on the fly so bad lines fail fast.
-    inline = Assembler(files, out, work, opts.skip_bad_lines) if comm.size == 1 else None
-    token_path = work / f"tokens_rank{comm.rank}.bin"
-    meta_path = work / f"batches_rank{comm.rank}.pkl"
+
+def _tokenize(run: _Run):
+    """(1) This rank's batches tokenized across its workers into a token file; with one rank the batches
+    are assembled on the fly so bad lines fail fast. Returns (inline Assembler or None, batches per file,
+    token offset of each rank, token file of each rank)."""
+    opts, comm, work = run.opts, run.comm, run.work
+    inline = Assembler(run.files, run.out, work, opts.skip_bad_lines) if comm.size == 1 else None
     counter: dict = {}
     written = 0
     local_err = None
     try:
-        with open(token_path, "wb") as tf, open(meta_path, "wb") as mf:
-            bar = tqdm(desc="tokenize", unit="doc", disable=not progress, file=sys.stderr)
-            config = (build_id, tok_json, opts.segmenting, opts.segment_len, opts.max_seq_len - 3, tdtype)
-            tasks = ((config, b) for b in _batches(files, comm.rank, comm.size, counter))
-            for res in ordered_map(run_batch, tasks, pool, opts.workers):
+        with open(work / f"tokens_rank{comm.rank}.bin", "wb") as tf, \
+                open(work / f"batches_rank{comm.rank}.pkl", "wb") as mf:
+            bar = tqdm(desc="tokenize", unit="doc", disable=not run.progress, file=sys.stderr)
+            config = TokenizeConfig(run.build_id, str(run.out / "tokenizer" / "tokenizer.json"), opts.segmenting,
+                                    opts.segment_len, opts.max_seq_len - 3, run.tdtype)
+            jobs = (TokenizeJob(config, b) for b in _batches(run.files, comm.rank, comm.size, counter))
+            for res in ordered_map(run_batch, jobs, run.pool, opts.workers):
                 res.tokens.tofile(tf)
                 tokens = res.tokens
                 res.tokens = None
@@ -472,94 +392,99 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
         if comm.size == 1:
             raise
         local_err = str(e)  # e.g. an unreadable file: every rank reads it, every rank reports it
-    t_tok = time.time()
     errs = [e for e in comm.allgather(local_err) if e]
     if errs:
         raise PrepError(errs[0])
     batch_counts: dict = {}
     for c in comm.allgather(counter):
         batch_counts.update(c)
-    sizes = comm.allgather(written)
-    bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    bases = np.concatenate([[0], np.cumsum(comm.allgather(written))]).astype(np.int64)
     token_paths = [str(work / f"tokens_rank{r}.bin") for r in range(comm.size)]
+    return inline, batch_counts, bases, token_paths
 
-    # (2)+(3) assemble in input order, build the graph, sample and shuffle the pairs.
-    def assemble_and_pair():
-        asm = inline
-        if asm is None:
-            asm = Assembler(files, out, work, opts.skip_bad_lines)
-            streams = [open(work / f"batches_rank{r}.pkl", "rb") for r in range(comm.size)]
-            order = [(fi, j) for fi in range(len(files)) for j in range(batch_counts[fi])]
-            for fi, j in tqdm(order, desc="assemble", unit="batch", disable=not progress):
-                r = _owner(fi, j, len(files), comm.size)
-                tok_off, res = pickle.load(streams[r])
-                asm.feed(res, int(bases[r]) + tok_off)
-            for s in streams:
-                s.close()
-        segs, chunks, indptr, indices, indegree = asm.finish(progress)
-        if segs.doc_seg_indptr[-1] == 0:
-            raise PrepError(f"{', '.join(map(str, files))}: no usable documents "
-                            f"({dict(asm.index.skipped)} skipped); nothing to build")
-        if asm.index.num_docs < 2:
-            raise PrepError(f"{', '.join(map(str, files))}: only one usable document; random and linked pairs "
-                            "need partners from other documents: give a corpus of at least 2 documents")
-        segs.save(work / "segments.npz")
-        segs.doc_start = None  # only the shard writers need it (from segments.npz)
-        np.savez(out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
-        pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
-        n = len(pairs.label)
-        if n == 0:
-            raise PrepError(f"{', '.join(map(str, files))}: 0 pairs from {asm.index.num_docs} documents; check "
-                            "--pair-mix (a relation the corpus cannot give) or add documents")
-        num_shards = opts.num_shards or max(1, math.ceil(n / DEFAULT_SHARD_ROWS))
-        if n and num_shards > n:
-            raise PrepError(f"--num-shards {num_shards}: only {n} pairs; use at most {n} shards")
-        n_anchor = len(chunks.indptr) - 1 if opts.segmenting == "sentences" else int(segs.doc_seg_indptr[-1])
-        stats = _stats(asm, segs, pairs, n_anchor, indptr, indegree, opts)
-        del segs, chunks, indices
-        # one global shuffle (Philox, keyed by the seed), applied one array at a time
-        perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(n)
-        cols = {}
-        for k in PAIR_FIELDS:
-            cols[k] = getattr(pairs, k)[perm]
-            setattr(pairs, k, None)
-        del perm
-        np.savez(work / "pairs.npz", **cols)
-        return {"num_docs": asm.index.num_docs, "num_shards": num_shards, "stats": stats}
 
-    summary = _on_rank0(comm, assemble_and_pair)
-    t_pairs = time.time()
+def _assemble_and_pair(run: _Run, inline, batch_counts: dict, bases: np.ndarray, token_paths) -> dict:
+    """(2) + (3), rank 0: assemble in input order, build the graph, sample the pairs, shuffle them once."""
+    opts, work, files = run.opts, run.work, run.files
+    asm = inline
+    if asm is None:
+        asm = Assembler(files, run.out, work, opts.skip_bad_lines)
+        streams = [open(work / f"batches_rank{r}.pkl", "rb") for r in range(run.comm.size)]
+        order = [(fi, j) for fi in range(len(files)) for j in range(batch_counts[fi])]
+        for fi, j in tqdm(order, desc="assemble", unit="batch", disable=not run.progress):
+            r = _owner(fi, j, len(files), run.comm.size)
+            tok_off, res = pickle.load(streams[r])
+            asm.feed(res, int(bases[r]) + tok_off)
+        for s in streams:
+            s.close()
+    segs, chunks, indptr, indices, indegree = asm.finish(run.progress)
+    where = ", ".join(map(str, files))
+    if segs.doc_seg_indptr[-1] == 0:
+        raise PrepError(f"{where}: no usable documents ({dict(asm.index.skipped)} skipped); nothing to build")
+    if asm.index.num_docs < 2:
+        raise PrepError(f"{where}: only one usable document; random and linked pairs need partners from other "
+                        "documents: give a corpus of at least 2 documents")
+    segs.save(work / "segments.npz")
+    segs.doc_start = None  # only the shard writers need it (from segments.npz)
+    np.savez(run.out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
+    pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
+    n = len(pairs.label)
+    if n == 0:
+        raise PrepError(f"{where}: 0 pairs from {asm.index.num_docs} documents; check --pair-mix (a relation the "
+                        "corpus cannot give) or add documents")
+    num_shards = opts.num_shards or max(1, math.ceil(n / DEFAULT_SHARD_ROWS))
+    if n and num_shards > n:
+        raise PrepError(f"--num-shards {num_shards}: only {n} pairs; use at most {n} shards")
+    n_anchor = len(chunks.indptr) - 1 if opts.segmenting == "sentences" else int(segs.doc_seg_indptr[-1])
+    stats = _stats(asm, segs, pairs, n_anchor, indptr, indegree, opts)
+    del segs, chunks, indices
+    # one global shuffle (Philox, keyed by the seed), applied one array at a time
+    perm = np.random.Generator(np.random.Philox(key=opts.seed)).permutation(n)
+    cols = {}
+    for k in PAIR_FIELDS:
+        cols[k] = getattr(pairs, k)[perm]
+        setattr(pairs, k, None)
+    del perm
+    np.savez(work / "pairs.npz", **cols)
+    return {"num_docs": asm.index.num_docs, "num_shards": num_shards, "stats": stats}
 
-    # (4) shards k = rank, rank + K, ... written by this rank's workers.
-    with np.load(work / "pairs.npz") as z:  # NpzFile re-reads an array on every z[...]: read each once
+
+def _write_shards(run: _Run, summary: dict, token_paths) -> list:
+    """(4) Shards k = rank, rank + K, ... written by this rank's workers; rank 0 gets every rank's
+    (path, pairs, sha256)."""
+    comm = run.comm
+    with np.load(run.work / "pairs.npz") as z:  # NpzFile re-reads an array on every z[...]: read each once
         cols = {k: z[k] for k in PAIR_FIELDS}
     p_label = cols["label"]
     bounds = np.linspace(0, len(p_label), summary["num_shards"] + 1).round().astype(np.int64)
     width = max(5, len(str(summary["num_shards"] - 1)))
-    config = (build_id, tuple(token_paths), tdtype, str(work / "segments.npz"), opts.max_seq_len, special,
-              summary["num_docs"])
-    tasks = ((config, str(out / f"shard_{k:0{width}d}.h5"), _spans(cols, bounds[k], bounds[k + 1]),
-              p_label[bounds[k]:bounds[k + 1]])
-             for k in range(comm.rank, summary["num_shards"], comm.size))
+    config = ShardConfig(run.build_id, tuple(token_paths), run.tdtype, str(run.work / "segments.npz"),
+                         run.opts.max_seq_len, run.special, summary["num_docs"])
+    mine_k = range(comm.rank, summary["num_shards"], comm.size)
+    jobs = (ShardJob(config, str(run.out / f"shard_{k:0{width}d}.h5"), _spans(cols, bounds[k], bounds[k + 1]),
+                     p_label[bounds[k]:bounds[k + 1]]) for k in mine_k)
     mine = []
-    bar = tqdm(total=len(range(comm.rank, summary["num_shards"], comm.size)), desc="shards", unit="shard",
-               disable=not progress, file=sys.stderr)
-    for res in ordered_map(shard_writer.write_task, tasks, pool, opts.workers, inflight_per_worker=1):
+    bar = tqdm(total=len(mine_k), desc="shards", unit="shard", disable=not run.progress, file=sys.stderr)
+    for res in ordered_map(shard_writer.write_task, jobs, run.pool, run.opts.workers, inflight_per_worker=1):
         mine.append(res)
         bar.update(1)
     bar.close()
-    gathered = comm.gather(mine)
-    t_shards = time.time()
+    return comm.gather(mine)
 
+
+def _finish(run: _Run, summary: dict, gathered, times) -> dict:
+    """Rank 0 writes the manifest (each shard's sha256, size and pair count) and swaps the build in at
+    --out; every rank returns the manifest once it is there."""
+    opts, comm, out = run.opts, run.comm, run.out
     manifest = None
     if comm.rank == 0:
         shards = sorted((r for rank_res in gathered for r in rank_res), key=lambda r: r[0])
         manifest = {
-            "format": FORMAT, "version": VERSION, "tokenizer": {k: tok_info[k] for k in
+            "format": FORMAT, "version": VERSION, "tokenizer": {k: run.tok_info[k] for k in
                                                                  ("name", "source", "path", "vocab_size",
                                                                   "vocab_sha256")},
-            "special_ids": asdict(special), "max_seq_len": opts.max_seq_len, "seed": opts.seed,
-            "options": {"corpus": [str(f) for f in files], "pair_mix": list(opts.pair_mix),
+            "special_ids": asdict(run.special), "max_seq_len": opts.max_seq_len, "seed": opts.seed,
+            "options": {"corpus": [str(f) for f in run.files], "pair_mix": list(opts.pair_mix),
                         "dupe_factor": opts.dupe_factor, "segmenting": opts.segmenting,
                         "segment_len": opts.segment_len, "mix_policy": opts.mix_policy,
                         "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
@@ -574,25 +499,28 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     comm.barrier()
     if comm.rank == 0:
         if not opts.keep_work:
-            shutil.rmtree(work, ignore_errors=True)
-        staging.swap_in(out, final, _is_build_output)
-        st = manifest["stats"]
-        gap = max(abs(st["pairs"]["mix"][k] - st["pairs"]["target_mix"][k]) for k in RELATION_NAMES)
-        if gap > 0.02:
-            why = ("--mix-policy per-anchor: each anchor draws only from the relations it can take"
-                   if opts.mix_policy == "per-anchor" else
-                   "too few anchors have a next sentence or segment, or an out-link, for it")
-            print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: {why}", file=sys.stderr)
-        mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
-        print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}, mean fill {st['pairs']['mean_fill']:.1%}) "
-              f"from {st['documents']['used']} documents, {st['segments']['total']} anchors, {st['links']['used']} links, "
-              f"{st['tokens']} tokens in {time.time() - t0:.1f}s (tokenize {t_tok - t0:.1f}, graph+pairs "
-              f"{t_pairs - t_tok:.1f}, shards {t_shards - t_pairs:.1f}) with {comm.size} rank(s) x {opts.workers} "
-              f"worker(s) -> {final}", file=sys.stderr)
+            shutil.rmtree(run.work, ignore_errors=True)
+        staging.swap_in(out, run.final, _is_build_output)
+        _report(run, manifest["stats"], times)
     comm.barrier()   # every rank returns once --out holds the new build
-    manifest["timings_s"] = {"tokenize": t_tok - t0, "graph_pairs": t_pairs - t_tok, "shards": t_shards - t_pairs,
-                             "total": time.time() - t0}  # returned only, not written: the file stays reproducible
     return manifest
+
+
+def _report(run: _Run, st: dict, times) -> None:
+    t0, t_tok, t_pairs, t_shards = times
+    opts = run.opts
+    gap = max(abs(st["pairs"]["mix"][k] - st["pairs"]["target_mix"][k]) for k in RELATION_NAMES)
+    if gap > 0.02:
+        why = ("--mix-policy per-anchor: each anchor draws only from the relations it can take"
+               if opts.mix_policy == "per-anchor" else
+               "too few anchors have a next sentence or segment, or an out-link, for it")
+        print(f"linkbert-prep build: warning: relation mix is {gap:.1%} off the target: {why}", file=sys.stderr)
+    mix = " ".join(f"{k} {v:.1%}" for k, v in st["pairs"]["mix"].items())
+    print(f"linkbert-prep build: {st['pairs']['total']} pairs ({mix}, mean fill {st['pairs']['mean_fill']:.1%}) "
+          f"from {st['documents']['used']} documents, {st['segments']['total']} anchors, {st['links']['used']} links, "
+          f"{st['tokens']} tokens in {time.time() - t0:.1f}s (tokenize {t_tok - t0:.1f}, graph+pairs "
+          f"{t_pairs - t_tok:.1f}, shards {t_shards - t_pairs:.1f}) with {run.comm.size} rank(s) x {opts.workers} "
+          f"worker(s) -> {run.final}", file=sys.stderr)
 
 
 PAIR_FIELDS = ("a_lo", "a_units", "partner", "b_units", "label")

@@ -58,10 +58,10 @@ def load_doc_ids(dataset_dir) -> list[str]:
 def _tokenizer(dataset_dir, manifest):
     from transformers import AutoTokenizer
 
-    for cand in (Path(dataset_dir) / manifest["tokenizer"].get("path", "tokenizer"),
-                 Path(manifest["tokenizer"].get("source", ""))):
-        if cand.is_dir():
-            return AutoTokenizer.from_pretrained(cand)
+    from data_prep.shards import tokenizer_dir
+    folder = tokenizer_dir(dataset_dir, manifest)
+    if folder is not None:
+        return AutoTokenizer.from_pretrained(folder)
     raise PrepError(f"{dataset_dir}: tokenizer folder missing; rebuild or pass it along with the dataset")
 
 

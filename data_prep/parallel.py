@@ -160,3 +160,30 @@ def ordered_map(fn: Callable, items: Iterable, pool=None, workers: int = 1,
     finally:
         for f in pending:
             f.cancel()
+
+
+class WorkerState:
+    """One expensive object per worker process and build (a tokenizer, a loaded segment table), kept
+    between tasks. Keyed by the build's frozen config, so a later build in the same process never reuses
+    stale state; only the newest key is held. ``release_worker_state()`` drops every instance's object:
+    in-process work (one worker) must not pin a finished build's files."""
+
+    _instances: list[WorkerState] = []
+
+    def __init__(self):
+        self._key, self._value = None, None
+        WorkerState._instances.append(self)
+
+    def get(self, key, make):
+        if self._key != key or self._value is None:
+            self._key, self._value = None, None   # the old object goes before the new one is made
+            self._value, self._key = make(), key
+        return self._value
+
+    def clear(self) -> None:
+        self._key, self._value = None, None
+
+
+def release_worker_state() -> None:
+    for s in WorkerState._instances:
+        s.clear()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.corpus import NO_TOKENS, id_hashes, parse_line
+from data_prep.parallel import WorkerState
 
 TERMINALS = (".", "!", "?", "。", "！", "？")
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
@@ -142,13 +143,30 @@ class BatchResult:
     cuts: int
 
 
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """What every tokenize task of one build shares (hashable: the worker's tokenizer is keyed by it)."""
+    build_id: str          # unique per build: a later build in the same process never reuses this state
+    tokenizer_json: str
+    segmenting: str        # "sentences" | "fixed"
+    segment_len: int
+    max_tokens: int        # tokens of A + B in a row (max_seq_len - 3)
+    token_dtype: str
+
+
+@dataclass(frozen=True)
+class TokenizeJob:
+    config: TokenizeConfig
+    lines: list            # [(file index, line number, raw bytes)]
+
+
 class BatchTokenizer:
-    def __init__(self, tokenizer_json: str, segmenting: str, segment_len: int, max_tokens: int, token_dtype: str):
-        self.tok = load_backend(tokenizer_json)
-        self.segmenting = segmenting
-        self.segment_len = segment_len
-        self.max_tokens = max_tokens
-        self.dtype = np.dtype(token_dtype)
+    def __init__(self, config: TokenizeConfig):
+        self.tok = load_backend(config.tokenizer_json)
+        self.segmenting = config.segmenting
+        self.segment_len = config.segment_len
+        self.max_tokens = config.max_tokens
+        self.dtype = np.dtype(config.token_dtype)
         vocab = self.tok.get_vocab()
         self.is_terminal = np.zeros(max(vocab.values()) + 1, dtype=bool)
         self.is_terminal[[vocab[t] for t in TERMINALS if t in vocab]] = True
@@ -196,15 +214,9 @@ class BatchTokenizer:
             tokens=np.concatenate(toks) if toks else np.zeros(0, self.dtype), cuts=cuts)
 
 
-_CACHE: dict = {}
+_TOKENIZER = WorkerState()
 
 
-def run_batch(task):
-    """Worker entry: ``(config, lines)``; the BatchTokenizer for a config is built once per process
-    (the config carries a per-build id, so a later build in the same process never reuses stale state)."""
-    config, lines = task
-    tok = _CACHE.get(config)
-    if tok is None:
-        _CACHE.clear()
-        tok = _CACHE[config] = BatchTokenizer(*config[1:])
-    return tok(lines)
+def run_batch(job: TokenizeJob) -> BatchResult:
+    """Worker entry: one batch of lines; the BatchTokenizer of the job's build is made once per process."""
+    return _TOKENIZER.get(job.config, lambda: BatchTokenizer(job.config))(job.lines)

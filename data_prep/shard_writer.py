@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.pairs import span_tokens
+from data_prep.parallel import WorkerState
 from data_prep.shards import SpecialIds, write_shard
 
 
@@ -109,26 +110,39 @@ def pair_rows(store: TokenStore, segs: SegmentTable, a_lo: np.ndarray, a_hi: np.
             "anchor_seg": (a_lo - ap[ad]).astype(np.int32), "partner_seg": (b_lo - ap[pd]).astype(np.int32)}
 
 
-_CACHE: dict = {}
+@dataclass(frozen=True)
+class ShardConfig:
+    """What every shard task of one build shares (hashable: the worker's segment table is keyed by it)."""
+    build_id: str
+    token_paths: tuple[str, ...]   # each rank's token file
+    token_dtype: str
+    segments_path: str             # segments.npz of the build
+    max_seq_len: int
+    special: SpecialIds
+    num_docs: int
 
 
-def write_task(task) -> tuple[str, int, str]:
-    """Worker entry: ``(config, path, (a_lo, a_hi, b_lo, b_hi), label)`` -> (path, rows, sha256).
+@dataclass(frozen=True)
+class ShardJob:
+    config: ShardConfig
+    path: str                      # the shard file to write
+    spans: tuple                   # (a_lo, a_hi, b_lo, b_hi) int64 unit spans of its pairs
+    labels: np.ndarray             # relation label of each pair
 
-    config = (build id, token file paths, token dtype, segments.npz path, max_seq_len, SpecialIds,
-    number of documents); the segment table is loaded once per process and build, token files per task.
-    """
-    config, path, spans, label = task
-    _, token_paths, dtype, segments_path, max_seq_len, special, num_docs = config
-    segs = _CACHE.get(config)
-    if segs is None:
-        _CACHE.clear()
-        segs = _CACHE[config] = SegmentTable.load(segments_path)
-    store = TokenStore(list(token_paths), dtype)
+
+_SEGMENTS = WorkerState()
+
+
+def write_task(job: ShardJob) -> tuple[str, int, str]:
+    """Worker entry: write one shard -> (path, rows, sha256). The segment table is loaded once per process
+    and build, the token files per task."""
+    c = job.config
+    segs = _SEGMENTS.get(c, lambda: SegmentTable.load(c.segments_path))
+    store = TokenStore(list(c.token_paths), c.token_dtype)
     try:
-        arrays = pair_rows(store, segs, *spans, max_seq_len, special)
+        arrays = pair_rows(store, segs, *job.spans, c.max_seq_len, c.special)
     finally:
         store.close()
-    arrays["pair_labels"] = label
-    sha = write_shard(path, arrays, max_seq_len, special, num_docs)
-    return str(path), len(label), sha
+    arrays["pair_labels"] = job.labels
+    sha = write_shard(job.path, arrays, c.max_seq_len, c.special, c.num_docs)
+    return str(job.path), len(job.labels), sha

@@ -107,6 +107,26 @@ def check_shard_attrs(path: str | Path, attrs) -> dict:
     return {k: (v if k == "format" else int(v)) for k, v in got.items()}
 
 
+def manifest_tokenizer(manifest: dict) -> dict:
+    """The manifest's tokenizer record: name, source, path (its copy in the dataset), vocab_size,
+    vocab_sha256; {} for a manifest without one."""
+    tok = manifest.get("tokenizer")
+    return tok if isinstance(tok, dict) else {}
+
+
+def tokenizer_copy(dataset_dir: str | Path, manifest: dict) -> Path:
+    """Where the dataset keeps its copy of the tokenizer it was built with (may be missing)."""
+    return Path(dataset_dir) / manifest_tokenizer(manifest).get("path", "tokenizer")
+
+
+def tokenizer_dir(dataset_dir: str | Path, manifest: dict) -> Path | None:
+    """The dataset's tokenizer folder: its copy, else the folder it was built from; None if neither is there."""
+    for cand in (tokenizer_copy(dataset_dir, manifest), manifest_tokenizer(manifest).get("source")):
+        if cand and Path(cand).is_dir() and any((Path(cand) / n).is_file() for n in TOKENIZER_FILES):
+            return Path(cand)
+    return None
+
+
 def load_manifest(dataset_dir: str | Path) -> dict:
     """Read and check ``DIR/manifest.json``; shard paths are returned absolute."""
     d = Path(dataset_dir)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.errors import PrepError
+from data_prep.shards import manifest_tokenizer, tokenizer_copy
 
 MODES = ("full", "quick", "none")
 
@@ -189,9 +190,8 @@ def verify_dataset(dataset_dir: str | Path, mode: str = "full", workers: int | N
     from data_prep.shards import load_manifest
     m = load_manifest(dataset_dir)
     report = verify_shards(m["shards"], mode, workers)
-    tok = m.get("tokenizer") if isinstance(m.get("tokenizer"), dict) else {}
-    want = tok.get("vocab_sha256")
-    tdir = Path(dataset_dir) / tok.get("path", "tokenizer")
+    want = manifest_tokenizer(m).get("vocab_sha256")
+    tdir = tokenizer_copy(dataset_dir, m)
     if not want:
         report.notes.append(f"{Path(dataset_dir) / 'manifest.json'}: no vocabulary hash (built by an older "
                             "linkbert-prep): vocabulary identity cannot be checked; rebuild to record it")
@@ -208,7 +208,7 @@ def startup_lines(dataset_dir: str | Path, mode: str = "quick") -> tuple[list[st
     from data_prep.shards import load_manifest
     m = load_manifest(dataset_dir)
     report = verify_dataset(dataset_dir, mode)
-    tok = m.get("tokenizer") if isinstance(m.get("tokenizer"), dict) else {}
+    tok = manifest_tokenizer(m)
     pairs = sum(int(s.get("num_pairs", 0)) for s in m.get("shards", []))
     h = tok.get("vocab_sha256")
     lines = [f"start-up checks: vocabulary {tok.get('name', '?')} sha256 {h[:12] if h else 'not recorded'} "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.errors import PrepError
+from data_prep.shards import manifest_tokenizer, tokenizer_copy
 from data_prep.verify import VerifyReport, tokenizer_vocab_sha256, verify_shards
 from pretrain.config import ConfigError, RunConfig, check_batch
 from pretrain.errors import PretrainError
@@ -80,10 +81,10 @@ def load_datasets(paths: list[str], report: PreflightReport) -> list[DatasetInfo
         except PrepError as e:
             report.problem(str(e))
             continue
-        tok = m.get("tokenizer") if isinstance(m.get("tokenizer"), dict) else {}
+        tok = manifest_tokenizer(m)
         h = tok.get("vocab_sha256")
         if not h:
-            copy = Path(p) / tok.get("path", "tokenizer")
+            copy = tokenizer_copy(p, m)
             h = tokenizer_vocab_sha256(copy) if copy.is_dir() else None
             if h:
                 report.notes.append(f"{p}/manifest.json has no vocabulary hash (older linkbert-prep): using "
@@ -302,8 +303,7 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
 def data_shape(ds: DatasetInfo) -> tuple[int | None, int | None]:
     """(vocab_size, max_seq_len) of a dataset: its manifest, else its first shard's attributes."""
     m = ds.manifest
-    tok = m.get("tokenizer") if isinstance(m.get("tokenizer"), dict) else {}
-    vocab, seq = tok.get("vocab_size"), m.get("max_seq_len")
+    vocab, seq = manifest_tokenizer(m).get("vocab_size"), m.get("max_seq_len")
     if vocab is None and m.get("shards"):
         import h5py
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.shards import tokenizer_dir
 from pretrain import checkpoint as ckpt
 from pretrain import faults
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
@@ -63,18 +64,11 @@ class Progress:
 
 
 def _tokenizer_dir(cfg: RunConfig, data: PretrainData) -> Path | None:
-    """Where the tokenizer files live: data.tokenizer, else --init-from, else the manifest's path."""
-    cands = [cfg.data.tokenizer, cfg.model.init_from]
-    tok = data.datasets[0].manifest.get("tokenizer")
-    base = data.datasets[0].path
-    if isinstance(tok, dict):
-        cands += [tok.get("path") and base / tok["path"], tok.get("source")]
-    elif isinstance(tok, str):
-        cands.append(base / tok)
-    for c in cands:
+    """Where the tokenizer files live: data.tokenizer, else --init-from, else the dataset's own."""
+    for c in (cfg.data.tokenizer, cfg.model.init_from):
         if c and Path(c).is_dir() and any((Path(c) / n).is_file() for n in ckpt.TOKENIZER_FILES):
             return Path(c)
-    return None
+    return tokenizer_dir(data.datasets[0].path, data.datasets[0].manifest)
 
 
 def load_data(cfg: RunConfig) -> tuple[PretrainData, Path | None]:
