@@ -1,19 +1,24 @@
-"""LinkBERT's pair sampler: every anchor segment gets a contiguous, random or linked partner.
+"""LinkBERT's pair sampler: every anchor gets a contiguous, random or linked partner.
+
+Anchors are chunks of whole sentences split BERT-style at a sentence boundary
+(`sample_sentence_pairs`, the default) or fixed segments (`sample_pairs`, ``--segmenting fixed``).
 
 Everything here is vectorised numpy over all anchors, and every draw depends only on (seed, anchor
 index, dupe index) plus global corpus facts (segment table, link graph), never on how the work was
 split, so any --workers or MPI rank count gives the same pairs.
 
-- Relation: the target mix (default thirds) cannot be applied to every anchor alike (the last segment
-  of a document has no next segment, a document without out-links has no linked partner). Anchors
-  fall into classes by which relations they can take; per-class probabilities come from a tiny linear
-  program so that the *overall* mix equals the target (or gets as close as the corpus allows). Within a class the relation comes
+- Relation: the target mix (default thirds) cannot be applied to every anchor alike (a one-sentence
+  chunk or the last fixed segment has nothing after it, a document without out-links has no linked
+  partner). With ``mix_policy="per-anchor"`` each anchor takes the target restricted to what it can
+  take; with "global" (default) anchors fall into classes by which relations they can take;
+  per-class probabilities come from a tiny linear program so that the *overall* mix equals the
+  target (or gets as close as the corpus allows). Within a class the relation comes
   from a Weyl (golden-ratio) sequence over the class's (anchor, dupe) draws, which hits each class's
   probabilities to within 1/N instead of binomial noise, so small corpora get the target mix too.
 - Linked partner document: one of the anchor document's out-links, drawn with probability
   proportional to 1/in-degree (LinkBERT's diversity rule, §4.3) or uniformly.
-- Partner segment of a random or linked document: a uniformly random segment of it by default, the
-  lead segment with ``partner_segment="lead"``. Random is the default so that linked and random B
+- Where B starts in a random or linked document: a uniformly random sentence (segment) of it by
+  default, the first with ``partner_segment="lead"``. Random is the default so that linked and random B
   segments come from the same positions: with lead-for-linked only, "B starts a document" would leak
   the label to the relation head.
 """
