@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,8 @@ from data_prep.shards import (
 from data_prep.verify import vocab_sha256
 
 SEGMENTINGS = ("sentences", "fixed")
+LINKED_SAMPLINGS = ("inverse-indegree", "uniform")
+PARTNER_SEGMENTS = ("random", "lead")
 BATCH_LINES = 256
 BATCH_BYTES = 1 << 20
 DEFAULT_SHARD_ROWS = 16384
@@ -59,7 +61,7 @@ class BuildOptions:
     max_seq_len: int = 512
     seed: int = 0
     workers: int = 1
-    pair_mix: tuple = (1 / 3, 1 / 3, 1 / 3)
+    pair_mix: tuple = (1.0, 1.0, 1.0)     # contiguous, random, linked weights (check() normalises them)
     dupe_factor: int = 1
     num_shards: int | None = None
     segment_len: int | None = None
@@ -88,9 +90,9 @@ class BuildOptions:
             raise PrepError("--workers, --dupe-factor and --num-shards must be at least 1")
         if not 0 <= self.seed < 2**63:
             raise PrepError(f"--seed {self.seed}: use a non-negative integer below 2**63")
-        if self.linked_sampling not in ("inverse-indegree", "uniform"):
+        if self.linked_sampling not in LINKED_SAMPLINGS:
             raise PrepError(f"--linked-sampling {self.linked_sampling}: use inverse-indegree or uniform")
-        if self.partner_segment not in ("random", "lead"):
+        if self.partner_segment not in PARTNER_SEGMENTS:
             raise PrepError(f"--partner-segment {self.partner_segment}: use random or lead")
         if self.segmenting not in SEGMENTINGS:
             raise PrepError(f"--segmenting {self.segmenting}: use {' or '.join(SEGMENTINGS)}")
@@ -98,27 +100,33 @@ class BuildOptions:
             raise PrepError(f"--mix-policy {self.mix_policy}: use {' or '.join(MIX_POLICIES)}")
 
 
+_DEFAULTS = {f.name: f.default for f in fields(BuildOptions) if f.default is not MISSING}
+
+
 def add_arguments(p) -> None:
+    """The CLI spellings of BuildOptions: its defaults are the only ones."""
+    d = _DEFAULTS
     p.add_argument("--corpus", nargs="+", required=True, help="corpus JSONL files (.gz/.bz2) or directories")
     p.add_argument("--tokenizer", required=True, help="Hugging Face tokenizer directory (fast tokenizer)")
     p.add_argument("--out", required=True, help="output dataset directory")
-    p.add_argument("--max-seq-len", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="worker processes per rank")
-    p.add_argument("--pair-mix", default="1,1,1", help="contiguous,random,linked weights (default thirds)")
-    p.add_argument("--dupe-factor", type=int, default=1, help="independent pair draws per anchor segment")
-    p.add_argument("--num-shards", type=int, default=None,
+    p.add_argument("--max-seq-len", type=int, default=d["max_seq_len"])
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--workers", type=int, default=d["workers"], help="worker processes per rank")
+    p.add_argument("--pair-mix", default=",".join(f"{x:g}" for x in d["pair_mix"]),
+                   help="contiguous,random,linked weights (default thirds)")
+    p.add_argument("--dupe-factor", type=int, default=d["dupe_factor"], help="independent pair draws per anchor")
+    p.add_argument("--num-shards", type=int, default=d["num_shards"],
                    help=f"number of shards (default: one per {DEFAULT_SHARD_ROWS} pairs)")
-    p.add_argument("--segmenting", default="sentences", choices=SEGMENTINGS,
+    p.add_argument("--segmenting", default=d["segmenting"], choices=SEGMENTINGS,
                    help="sentences: A/B split at a random sentence boundary of a chunk filling max_seq_len "
                    "(BERT); fixed: A and B are whole segments of at most --segment-len tokens")
-    p.add_argument("--segment-len", type=int, default=None, help="fixed: max tokens per segment; sentences: "
-                   "longer sentences are cut into pieces of this size (default (max_seq_len-3)//2)")
-    p.add_argument("--mix-policy", default="global", choices=MIX_POLICIES,
+    p.add_argument("--segment-len", type=int, default=d["segment_len"], help="fixed: max tokens per segment; "
+                   "sentences: longer sentences are cut into pieces of this size (default (max_seq_len-3)//2)")
+    p.add_argument("--mix-policy", default=d["mix_policy"], choices=MIX_POLICIES,
                    help="global: per-class probabilities so the overall mix hits --pair-mix; per-anchor: "
                    "each anchor draws from the relations it can take in the --pair-mix proportions")
-    p.add_argument("--linked-sampling", default="inverse-indegree", choices=("inverse-indegree", "uniform"))
-    p.add_argument("--partner-segment", default="random", choices=("random", "lead"),
+    p.add_argument("--linked-sampling", default=d["linked_sampling"], choices=LINKED_SAMPLINGS)
+    p.add_argument("--partner-segment", default=d["partner_segment"], choices=PARTNER_SEGMENTS,
                    help="which segment of a random/linked partner document becomes B")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip (and count) invalid JSON/UTF-8, bad fields and duplicate ids instead of failing")
@@ -131,13 +139,8 @@ def run(args) -> int:
         mix = tuple(float(x) for x in str(args.pair_mix).split(","))
     except ValueError:
         raise PrepError(f"--pair-mix {args.pair_mix!r}: expected three numbers like 1,1,1") from None
-    opts = BuildOptions(corpus=args.corpus, tokenizer=args.tokenizer, out=args.out, max_seq_len=args.max_seq_len,
-                        seed=args.seed, workers=args.workers, pair_mix=mix, dupe_factor=args.dupe_factor,
-                        num_shards=args.num_shards, segment_len=args.segment_len, segmenting=args.segmenting,
-                        mix_policy=args.mix_policy,
-                        linked_sampling=args.linked_sampling, partner_segment=args.partner_segment,
-                        skip_bad_lines=args.skip_bad_lines, keep_work=args.keep_work, progress=not args.quiet)
-    build(opts)
+    given = {f.name: getattr(args, f.name) for f in fields(BuildOptions) if hasattr(args, f.name)}
+    build(BuildOptions(**{**given, "pair_mix": mix, "progress": not args.quiet}))
     return 0
 
 
