@@ -365,7 +365,8 @@ def device_grad_norm(module) -> torch.Tensor:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)).float(), 2.0)
+    # norms accumulated in fp32: an fp16 norm of loss-scaled gradients overflows at 65504
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0, dtype=torch.float32)), 2.0)
 
 
 def _flops_fn(config, device, precision: str, mask_prob: float):

@@ -249,3 +249,14 @@ def test_step_loop_reads_the_device_once_per_logged_step(stage, precision, tmp_p
         w = "bert.encoder.layer.0.attention.self.query.weight"
         assert exported[w].dtype == torch.float32 and torch.equal(exported[w], master[w])
         assert not torch.equal(master[w], master[w].bfloat16().float())   # really more than 8 bits
+
+
+def test_grad_norm_of_half_precision_grads_does_not_overflow():
+    """ZeRO-0 fp16 grads are loss-scaled: their norm passes 65504 (fp16's largest) long before the grads do."""
+    from pretrain.trainer import device_grad_norm
+    m = torch.nn.Linear(1000, 1000).half()
+    for p in m.parameters():
+        p.grad = torch.full_like(p, 300.0)
+    want = 300.0 * (1000 * 1000 + 1000) ** 0.5
+    got = device_grad_norm(m)
+    assert got.dtype == torch.float32 and abs(float(got) - want) / want < 1e-3
