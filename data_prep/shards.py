@@ -114,6 +114,11 @@ def manifest_tokenizer(manifest: dict) -> dict:
     return tok if isinstance(tok, dict) else {}
 
 
+def has_tokenizer(folder: str | Path | None) -> bool:
+    """Whether ``folder`` holds a tokenizer (any of TOKENIZER_FILES)."""
+    return bool(folder) and Path(folder).is_dir() and any((Path(folder) / n).is_file() for n in TOKENIZER_FILES)
+
+
 def tokenizer_copy(dataset_dir: str | Path, manifest: dict) -> Path:
     """Where the dataset keeps its copy of the tokenizer it was built with (may be missing)."""
     return Path(dataset_dir) / manifest_tokenizer(manifest).get("path", "tokenizer")
@@ -122,7 +127,7 @@ def tokenizer_copy(dataset_dir: str | Path, manifest: dict) -> Path:
 def tokenizer_dir(dataset_dir: str | Path, manifest: dict) -> Path | None:
     """The dataset's tokenizer folder: its copy, else the folder it was built from; None if neither is there."""
     for cand in (tokenizer_copy(dataset_dir, manifest), manifest_tokenizer(manifest).get("source")):
-        if cand and Path(cand).is_dir() and any((Path(cand) / n).is_file() for n in TOKENIZER_FILES):
+        if has_tokenizer(cand):
             return Path(cand)
     return None
 

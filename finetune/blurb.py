@@ -75,12 +75,7 @@ def collect_scores(items: list[str], split: str = "test", percent_input: bool = 
         if "=" in item:
             name, path = item.split("=", 1)
             task = canonical_task(name)
-            p = Path(path)
-            p = p / "metrics.json" if p.is_dir() else p
-            data = _load(p)
-            if split not in data:
-                raise FinetuneError(f"{p}: no {split!r} split (has: {', '.join(data) or 'nothing'}); "
-                                    "pick another with --split")
+            p, data = load_run_metrics(path, split)
             metric = METRIC[task]
             if metric not in data[split]:
                 raise FinetuneError(f"{p}: {split} has no {metric!r} metric, which BLURB uses for {task} "
@@ -96,6 +91,16 @@ def collect_scores(items: list[str], split: str = "test", percent_input: bool = 
                                         "(values are read as fractions, like metrics.json)")
                 out[canonical_task(name)] = float(v) if percent_input else 100.0 * float(v)
     return out
+
+
+def load_run_metrics(path: str, split: str) -> tuple[Path, dict]:
+    """A run's metrics.json (given its folder or the file) and its content, which must have ``split``."""
+    p = Path(path)
+    p = p / "metrics.json" if p.is_dir() else p
+    data = _load(p)
+    if split not in data:
+        raise FinetuneError(f"{p}: no {split!r} split (has: {', '.join(data) or 'nothing'}); pick another with --split")
+    return p, data
 
 
 def _load(p: Path) -> dict:

@@ -175,7 +175,7 @@ def glue_score(per_task: dict[str, dict], allow_partial: bool = False) -> dict:
 
 def collect_runs(items: list[str], split: str = "validation") -> dict[str, dict]:
     """`TASK=RUN_DIR` (or TASK=path/metrics.json) items -> glue_score's input, from each metrics.json."""
-    from finetune.blurb import _load
+    from finetune.blurb import load_run_metrics
 
     out: dict[str, dict] = {}
     for item in items:
@@ -183,12 +183,7 @@ def collect_runs(items: list[str], split: str = "validation") -> dict[str, dict]
             raise FinetuneError(f"{item!r}: write TASK=RUN_DIR (e.g. cola=runs/cola)")
         name, path = item.split("=", 1)
         task = canonical_task(name)
-        p = Path(path)
-        p = p / "metrics.json" if p.is_dir() else p
-        data = _load(p)
-        if split not in data:
-            raise FinetuneError(f"{p}: no {split!r} split (has: {', '.join(data) or 'nothing'}); "
-                                "pick another with --split")
+        p, data = load_run_metrics(path, split)
         entry = {"metrics": data[split]}
         if task == "mnli":
             mm = f"{split}_mismatched"

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.shards import TOKENIZER_FILES  # noqa: F401 (re-exported: trainer, tests)
+from data_prep.shards import TOKENIZER_FILES, has_tokenizer  # noqa: F401 (TOKENIZER_FILES re-exported for tests)
 from pretrain import faults
 from pretrain.errors import PretrainError
 from pretrain.storage import (
@@ -336,7 +336,7 @@ def export_hf(folder: Path, out_dir: str | Path) -> Path:
     meta = read_meta(folder)
     config = BertConfig.from_dict(meta["model_config"])
     state = consolidated_state_dict(folder)
-    tok = folder if any((folder / n).is_file() for n in TOKENIZER_FILES) else None
+    tok = folder if has_tokenizer(folder) else None
     try:
         return save_hf(state, config, out_dir, tokenizer_dir=tok)
     except Exception as e:

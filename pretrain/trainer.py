@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.shards import tokenizer_dir
+from data_prep.shards import has_tokenizer, tokenizer_dir
 from pretrain import checkpoint as ckpt
 from pretrain import faults
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
@@ -66,7 +66,7 @@ class Progress:
 def _tokenizer_dir(cfg: RunConfig, data: PretrainData) -> Path | None:
     """Where the tokenizer files live: data.tokenizer, else --init-from, else the dataset's own."""
     for c in (cfg.data.tokenizer, cfg.model.init_from):
-        if c and Path(c).is_dir() and any((Path(c) / n).is_file() for n in ckpt.TOKENIZER_FILES):
+        if has_tokenizer(c):
             return Path(c)
     return tokenizer_dir(data.datasets[0].path, data.datasets[0].manifest)
 
