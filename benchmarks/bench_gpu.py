@@ -116,6 +116,65 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []
 
 
+def _trainer_dry_run(args, work: Path, common: list, cases: list, case_env: dict) -> dict:
+    """Every trainer command line of the check parses with today's CLI (no process is started)."""
+    import shutil
+
+    from pretrain.cli import config_from_args
+    results, bad = {}, []
+    for name, extra in cases:
+        try:
+            cfg, _ = config_from_args([*common, "--output", str(work / name), *extra])
+            results[name] = {"zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision,
+                             "env": case_env.get(name, {})}
+        except SystemExit as e:
+            bad.append(f"{name}: the CLI refuses these flags (exit {e.code})")
+        except Exception as e:  # noqa: BLE001 - a config error is a failed check, not a crash
+            bad.append(f"{name}: {type(e).__name__}: {e}")
+    log(f"  dry run: {len(results)} command lines parse" + (f"; {bad}" if bad else ""))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"ok": not bad, "runs": results, "reason": "dry run: " + ("; ".join(bad) or "flags parse")}
+
+
+def _judge_trainer_run(name: str, rc: int, text: str, work: Path, first: str, steps_save: tuple[int, int],
+                       resume) -> dict:
+    """One trainer run's figures and problems: steps done, fp16 loss scaling, and for the first case the
+    resumed run's losses and the HF export."""
+    steps, save = steps_save
+    out = work / name
+    recs = [r for r in _metrics(out) if "loss" in r]
+    r = {"rc": rc, "steps": len(recs), "final_loss": recs[-1]["loss"] if recs else None}
+    problems = []
+    if rc != 0 or len(recs) != steps:
+        problems.append(f"exit {rc}, {len(recs)}/{steps} steps: {text.strip().splitlines()[-3:]}")
+    if name == "zero2_fp16" and recs:
+        scales = [x.get("loss_scale") for x in recs if x.get("loss_scale")]
+        skipped = recs[-1].get("skipped_total", 0)
+        r.update(loss_scales=scales, skipped_total=skipped)
+        if not (scales and min(scales) < scales[0] and skipped >= 1):
+            problems.append(f"fp16: loss scale {scales[:3]}..{scales[-1:]}, skipped {skipped}")
+    if name == first and resume is not None:
+        rc2, text2 = resume
+        a = [x["loss"] for x in recs][save:]
+        b = [x["loss"] for x in _metrics(work / f"{first}_resumed") if "loss" in x][save:]
+        r["resume_max_diff"] = max((abs(x - y) for x, y in zip(a, b)), default=None)
+        # fp32: equal to 1e-5. Half precision on a GPU: the first resumed step starts from the same
+        # state, but atomics in attention backward kernels may round later steps differently.
+        tol = 1e-5 if "fp32" in first else 2e-3
+        r["resume_tolerance"] = tol
+        if rc2 != 0 or len(a) != len(b) or r["resume_max_diff"] is None or r["resume_max_diff"] > tol:
+            problems.append(f"resume: exit {rc2}, losses {a} vs {b}: {text2.strip().splitlines()[-2:]}")
+        try:
+            from transformers import AutoModelForMaskedLM
+            AutoModelForMaskedLM.from_pretrained(out / "hf")
+            r["hf_export_loads"] = True
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"HF export does not load: {type(e).__name__}: {e}")
+    r["problems"] = problems
+    return r
+
+
 def section_trainer(args, device) -> dict:
     """The CLI as users start it; only flags that exist in pretrain/cli.py today."""
     import shutil
@@ -142,20 +201,7 @@ def section_trainer(args, device) -> dict:
     timeout = 300 if args.tiny else 360  # offload JIT-builds DeepSpeed's CPUAdam on first use
     results, bad = {}, []
     if args.trainer_dry_run:  # the flags only: every command line parses with today's CLI
-        from pretrain.cli import config_from_args
-        for name, extra in cases + full + [("slurm", ["--zero-stage", "2"])]:
-            try:
-                cfg, _ = config_from_args([*common, "--output", str(work / name), *extra])
-                results[name] = {"zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision,
-                                 "env": case_env.get(name, {})}
-            except SystemExit as e:
-                bad.append(f"{name}: the CLI refuses these flags (exit {e.code})")
-            except Exception as e:  # noqa: BLE001 - a config error is a failed check, not a crash
-                bad.append(f"{name}: {type(e).__name__}: {e}")
-        log(f"  dry run: {len(results)} command lines parse" + (f"; {bad}" if bad else ""))
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
-        return {"ok": not bad, "runs": results, "reason": "dry run: " + ("; ".join(bad) or "flags parse")}
+        return _trainer_dry_run(args, work, common, cases + full + [("slurm", ["--zero-stage", "2"])], case_env)
 
     import torch
     nproc = 2 if device.type == "cuda" and torch.cuda.device_count() >= 2 else 1
@@ -194,41 +240,12 @@ def section_trainer(args, device) -> dict:
     for name, (rc, text) in done.items():
         if name == "resume":
             continue
-        out = work / name
-        recs = [r for r in _metrics(out) if "loss" in r]
-        r = {"rc": rc, "steps": len(recs), "final_loss": recs[-1]["loss"] if recs else None}
-        problems = []
-        if rc != 0 or len(recs) != steps:
-            problems.append(f"exit {rc}, {len(recs)}/{steps} steps: {text.strip().splitlines()[-3:]}")
-        if name == "zero2_fp16" and recs:
-            scales = [x.get("loss_scale") for x in recs if x.get("loss_scale")]
-            skipped = recs[-1].get("skipped_total", 0)
-            r.update(loss_scales=scales, skipped_total=skipped)
-            if not (scales and min(scales) < scales[0] and skipped >= 1):
-                problems.append(f"fp16: loss scale {scales[:3]}..{scales[-1:]}, skipped {skipped}")
-        if name == first and "resume" in done:
-            rc2, text2 = done["resume"]
-            a = [x["loss"] for x in recs][save:]
-            b = [x["loss"] for x in _metrics(resumed) if "loss" in x][save:]
-            r["resume_max_diff"] = max((abs(x - y) for x, y in zip(a, b)), default=None)
-            # fp32: equal to 1e-5. Half precision on a GPU: the first resumed step starts from the same
-            # state, but atomics in attention backward kernels may round later steps differently.
-            tol = 1e-5 if "fp32" in first else 2e-3
-            r["resume_tolerance"] = tol
-            if rc2 != 0 or len(a) != len(b) or r["resume_max_diff"] is None or r["resume_max_diff"] > tol:
-                problems.append(f"resume: exit {rc2}, losses {a} vs {b}: {text2.strip().splitlines()[-2:]}")
-            try:
-                from transformers import AutoModelForMaskedLM
-                AutoModelForMaskedLM.from_pretrained(out / "hf")
-                r["hf_export_loads"] = True
-            except Exception as e:  # noqa: BLE001
-                problems.append(f"HF export does not load: {type(e).__name__}: {e}")
-        r["problems"] = problems
+        r = _judge_trainer_run(name, rc, text, work, first, (steps, save), done.get("resume"))
         results[name] = r
-        bad += [f"{name}: {p}" for p in problems]
-        log(f"  {name:<14} {'ok' if not problems else 'FAIL'}  {r['steps']} steps, loss {r['final_loss']}"
+        bad += [f"{name}: {p}" for p in r["problems"]]
+        log(f"  {name:<14} {'ok' if not r['problems'] else 'FAIL'}  {r['steps']} steps, loss {r['final_loss']}"
             + (f", resume diff {r['resume_max_diff']}" if "resume_max_diff" in r else "")
-            + ("".join(f"\n      {p}" for p in problems)))
+            + ("".join(f"\n      {p}" for p in r["problems"])))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return {"ok": not bad, "runs": results, "reason": "; ".join(bad)[:2000] if bad else f"{len(results)} runs"}

@@ -97,13 +97,13 @@ def scale_child(corpus: str, tokenizer: str, out: str, max_seq_len: int) -> dict
                            progress=False))
     stop.set()
     th.join()
-    tm = m["timings_s"]
+    tm = m.timings_s
     edges = {"tokenize": (0, tm["tokenize"]), "graph_pairs": (tm["tokenize"], tm["tokenize"] + tm["graph_pairs"]),
              "shards": (tm["tokenize"] + tm["graph_pairs"], tm["total"])}
     phase_rss = {k: max([s[1] for s in samples if lo <= s[0] - t0 <= hi] or [0]) / 1024
                  for k, (lo, hi) in edges.items()}
-    return {"docs": m["stats"]["documents"]["used"], "pairs": m["stats"]["pairs"]["total"],
-            "tokens": m["stats"]["tokens"], "phases_s": {k: round(v, 1) for k, v in tm.items()},
+    return {"docs": m.stats["documents"]["used"], "pairs": m.stats["pairs"]["total"],
+            "tokens": m.stats["tokens"], "phases_s": {k: round(v, 1) for k, v in tm.items()},
             "phase_peak_rss_mb": {k: round(v, 1) for k, v in phase_rss.items()}, "base_rss_mb": base / 1024,
             # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so it would report the parent's size
             "peak_rss_mb": _status_kb("VmHWM") / 1024,
@@ -165,8 +165,8 @@ def build_child(corpus: str, tokenizer: str, out: str, workers: int, max_seq_len
     m = build(BuildOptions(corpus=[corpus], tokenizer=tokenizer, out=out, workers=workers,
                            max_seq_len=max_seq_len, progress=False))
     dt = time.perf_counter() - t0
-    return {"tokens": m["stats"]["tokens"], "seconds": dt, "cpu": _cpu_seconds() - c0, "pairs": m["stats"]["pairs"]["total"],
-            "phases": {k: round(v, 2) for k, v in m["timings_s"].items()},
+    return {"tokens": m.stats["tokens"], "seconds": dt, "cpu": _cpu_seconds() - c0, "pairs": m.stats["pairs"]["total"],
+            "phases": {k: round(v, 2) for k, v in m.timings_s.items()},
             "rss_main_mb": _status_kb("VmHWM") / 1024,  # ru_maxrss would include the parent (kept over exec)
             "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 

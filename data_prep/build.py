@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,14 @@ from data_prep.segments import TokenizeConfig, TokenizeJob, run_batch
 from data_prep.shard_writer import SegmentTable, ShardConfig, ShardJob
 from data_prep.shards import (
     DOCS,
-    FORMAT,
+    GRAPH,
     MANIFEST,
     RELATION_NAMES,
     TOKENIZER_FILES,
-    VERSION,
+    Manifest,
+    ShardEntry,
     SpecialIds,
+    TokenizerRecord,
     token_dtype,
 )
 from data_prep.verify import vocab_sha256
@@ -280,8 +282,8 @@ def _return_freed_memory() -> None:
         pass
 
 
-def build(opts: BuildOptions, comm=None) -> dict:
-    """Prepare the dataset; returns the manifest (on every rank)."""
+def build(opts: BuildOptions, comm=None) -> Manifest:
+    """Prepare the dataset; returns its manifest (on every rank), shard paths absolute under --out."""
     opts.check()
     _return_freed_memory()
     comm = comm or world()
@@ -315,7 +317,7 @@ class _Run:
     tdtype: str = ""
 
 
-def _build(opts: BuildOptions, comm, pool) -> dict:
+def _build(opts: BuildOptions, comm, pool) -> Manifest:
     t0 = time.time()
     final = Path(opts.out)
     out = staging.staging_dir(final)   # everything is written here; swapped in at --out when complete
@@ -329,7 +331,7 @@ def _build(opts: BuildOptions, comm, pool) -> dict:
     shards = _write_shards(run, summary, tokenized[3])                # (4)
     t_shards = time.time()
     manifest = _finish(run, summary, shards, (t0, t_tok, t_pairs, t_shards))
-    manifest["timings_s"] = {"tokenize": t_tok - t0, "graph_pairs": t_pairs - t_tok, "shards": t_shards - t_pairs,
+    manifest.timings_s = {"tokenize": t_tok - t0, "graph_pairs": t_pairs - t_tok, "shards": t_shards - t_pairs,
                              "total": time.time() - t0}  # returned only, not written: the file stays reproducible
     return manifest
 
@@ -429,7 +431,7 @@ def _assemble_and_pair(run: _Run, inline, batch_counts: dict, bases: np.ndarray,
                         "documents: give a corpus of at least 2 documents")
     segs.save(work / "segments.npz")
     segs.doc_start = None  # only the shard writers need it (from segments.npz)
-    np.savez(run.out / "graph.npz", indptr=indptr, indices=indices, indegree=indegree)
+    np.savez(run.out / GRAPH, indptr=indptr, indices=indices, indegree=indegree)
     pairs = _sample(opts, segs, chunks, indptr, indices, indegree)
     n = len(pairs.label)
     if n == 0:
@@ -475,37 +477,35 @@ def _write_shards(run: _Run, summary: dict, token_paths) -> list:
     return comm.gather(mine)
 
 
-def _finish(run: _Run, summary: dict, gathered, times) -> dict:
+def _finish(run: _Run, summary: dict, gathered, times) -> Manifest:
     """Rank 0 writes the manifest (each shard's sha256, size and pair count) and swaps the build in at
     --out; every rank returns the manifest once it is there."""
     opts, comm, out = run.opts, run.comm, run.out
     manifest = None
     if comm.rank == 0:
         shards = sorted((r for rank_res in gathered for r in rank_res), key=lambda r: r[0])
-        manifest = {
-            "format": FORMAT, "version": VERSION, "tokenizer": {k: run.tok_info[k] for k in
-                                                                 ("name", "source", "path", "vocab_size",
-                                                                  "vocab_sha256")},
-            "special_ids": asdict(run.special), "max_seq_len": opts.max_seq_len, "seed": opts.seed,
-            "options": {"corpus": [str(f) for f in run.files], "pair_mix": list(opts.pair_mix),
-                        "dupe_factor": opts.dupe_factor, "segmenting": opts.segmenting,
-                        "segment_len": opts.segment_len, "mix_policy": opts.mix_policy,
-                        "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
-                        "skip_bad_lines": opts.skip_bad_lines, "num_shards": summary["num_shards"]},
-            "docs": DOCS, "graph": "graph.npz",
-            "shards": [{"path": Path(p).name, "num_pairs": n, "sha256": sha, "size": Path(p).stat().st_size}
-                       for p, n, sha in shards],
-            "stats": summary["stats"],
-        }
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        manifest = Manifest(
+            tokenizer=TokenizerRecord(**{k: run.tok_info[k] for k in ("name", "source", "path", "vocab_size",
+                                                                     "vocab_sha256")}),
+            special_ids=run.special, max_seq_len=opts.max_seq_len, seed=opts.seed,
+            options={"corpus": [str(f) for f in run.files], "pair_mix": list(opts.pair_mix),
+                     "dupe_factor": opts.dupe_factor, "segmenting": opts.segmenting,
+                     "segment_len": opts.segment_len, "mix_policy": opts.mix_policy,
+                     "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
+                     "skip_bad_lines": opts.skip_bad_lines, "num_shards": summary["num_shards"]},
+            shards=[ShardEntry(Path(p).name, n, sha, Path(p).stat().st_size) for p, n, sha in shards],
+            stats=summary["stats"])
+        manifest.write(out)
     manifest = comm.bcast(manifest)
     comm.barrier()
     if comm.rank == 0:
         if not opts.keep_work:
             shutil.rmtree(run.work, ignore_errors=True)
         staging.swap_in(out, run.final, _is_build_output)
-        _report(run, manifest["stats"], times)
+        _report(run, manifest.stats, times)
     comm.barrier()   # every rank returns once --out holds the new build
+    manifest.folder = run.final
+    manifest.shards = [replace(s, path=str(run.final / s.path)) for s in manifest.shards]
     return manifest
 
 
@@ -531,7 +531,7 @@ PAIR_FIELDS = ("a_lo", "a_units", "partner", "b_units", "label")
 
 def _is_build_output(name: str) -> bool:
     """Entries a build writes in --out (an old build's are replaced, anything else is kept)."""
-    return name in (MANIFEST, DOCS, "graph.npz", "tokenizer", ".work") or (name.startswith("shard_")
+    return name in (MANIFEST, DOCS, GRAPH, "tokenizer", ".work") or (name.startswith("shard_")
                                                                           and name.endswith(".h5"))
 
 

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from data_prep.errors import PrepError
-from data_prep.shards import DATASETS, DOCS, RELATION_NAMES, ShardError, check_shard_attrs, load_manifest
+from data_prep.shards import DATASETS, RELATION_NAMES, Manifest, ShardError, check_shard_attrs
 
 
 def add_arguments(p) -> None:
@@ -37,12 +37,12 @@ def run(args) -> int:
 
 def load_pairs(dataset_dir, datasets=DATASETS) -> dict:
     """Every shard's datasets concatenated in manifest order (for inspection and tests; small data)."""
-    m = load_manifest(dataset_dir)
+    m = Manifest.read(dataset_dir)
     parts: dict = {k: [] for k in datasets}
     attrs = None
-    for s in m["shards"]:
-        with h5py.File(s["path"], "r") as f:
-            attrs = check_shard_attrs(s["path"], f.attrs)
+    for path in m.shard_paths:
+        with h5py.File(path, "r") as f:
+            attrs = check_shard_attrs(path, f.attrs)
             for k in datasets:
                 parts[k].append(f[k][...])
     out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
@@ -50,16 +50,16 @@ def load_pairs(dataset_dir, datasets=DATASETS) -> dict:
     return out
 
 
-def load_doc_ids(dataset_dir) -> list[str]:
-    with open(Path(dataset_dir) / DOCS, encoding="utf-8") as f:
+def load_doc_ids(dataset_dir, manifest: Manifest | None = None) -> list[str]:
+    manifest = manifest or Manifest.read(dataset_dir)
+    with open(Path(dataset_dir) / manifest.docs, encoding="utf-8") as f:
         return [json.loads(line)["id"] for line in f]
 
 
-def _tokenizer(dataset_dir, manifest):
+def _tokenizer(dataset_dir, manifest: Manifest):
     from transformers import AutoTokenizer
 
-    from data_prep.shards import tokenizer_dir
-    folder = tokenizer_dir(dataset_dir, manifest)
+    folder = manifest.tokenizer_dir()
     if folder is not None:
         return AutoTokenizer.from_pretrained(folder)
     raise PrepError(f"{dataset_dir}: tokenizer folder missing; rebuild or pass it along with the dataset")
@@ -67,12 +67,16 @@ def _tokenizer(dataset_dir, manifest):
 
 def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, seed: int = 0) -> str:
     try:
-        m = load_manifest(dataset_dir)
+        m = Manifest.read(dataset_dir)
     except ShardError as e:
         raise PrepError(str(e)) from e
-    st = m["stats"]
-    lines = [f"dataset {dataset_dir}: {len(m['shards'])} shard(s), max_seq_len {m['max_seq_len']}, "
-             f"tokenizer {m['tokenizer']['name']} (vocab {m['tokenizer']['vocab_size']})"]
+    if not m.stats:
+        raise PrepError(f"{dataset_dir}/manifest.json: no stats (not written by `linkbert-prep build`); "
+                        "rebuild it to inspect it")
+    st = m.stats
+    tok = m.tokenizer
+    lines = [f"dataset {dataset_dir}: {len(m.shards)} shard(s), max_seq_len {m.max_seq_len}, "
+             f"tokenizer {(tok and tok.name) or '?'} (vocab {m.vocab_size or '?'})"]
     d, lk, p = st["documents"], st["links"], st["pairs"]
     lines.append(f"documents: {d['in']} in, {d['used']} used, skipped {_nonzero(d['skipped'])}")
     lines.append(f"links: {lk['in']} in, {lk['used']} used, dropped {_nonzero(lk['dropped'])}")
@@ -87,17 +91,17 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
             f"{n} {v['mix'][n]:.1%}" for n in RELATION_NAMES))
     # Only small per-row arrays are read whole; token rows are read for the shown pairs alone.
     data = load_pairs(dataset_dir, ("pair_labels", "partner_doc"))
-    doc_ids = load_doc_ids(dataset_dir)
+    doc_ids = load_doc_ids(dataset_dir, m)
     n = len(data["pair_labels"])
     if num_pairs and n:
         tok = _tokenizer(dataset_dir, m)
         rows = np.random.default_rng(seed).choice(n, size=min(num_pairs, n), replace=False)
-        ends = np.cumsum([s["num_pairs"] for s in m["shards"]])
+        ends = np.cumsum([s.num_pairs for s in m.shards])
         unit = "segment" if st["segments"].get("segmenting") == "fixed" else "sentence"  # where A and B start
         for r in sorted(rows.tolist()):
             k = int(np.searchsorted(ends, r, side="right"))
             i = r - (int(ends[k - 1]) if k else 0)
-            with h5py.File(m["shards"][k]["path"], "r") as f:
+            with h5py.File(m.shards[k].path, "r") as f:
                 row = {name: f[name][i] for name in DATASETS}
             ids = row["input_ids"].astype(np.int64)
             a, s = int(row["a_lens"]), int(row["seq_lens"])
@@ -117,14 +121,14 @@ def _nonzero(d: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in nz.items()) if nz else "none"
 
 
-def plot_dataset(dataset_dir, data: dict, manifest: dict, path) -> None:
+def plot_dataset(dataset_dir, data: dict, manifest: Manifest, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    p = manifest["stats"]["pairs"]
+    p = manifest.stats["pairs"]
     x = np.arange(3)
     ax1.bar(x - 0.2, [p["mix"][n] for n in RELATION_NAMES], 0.4, label="actual")
     ax1.bar(x + 0.2, [p["target_mix"][n] for n in RELATION_NAMES], 0.4, label="target")
@@ -132,7 +136,7 @@ def plot_dataset(dataset_dir, data: dict, manifest: dict, path) -> None:
     ax1.set_ylabel("fraction of pairs")
     ax1.set_title(f"relation mix ({p['total']} pairs)")
     ax1.legend()
-    gpath = Path(dataset_dir) / manifest.get("graph", "graph.npz")
+    gpath = Path(dataset_dir) / manifest.graph
     if gpath.is_file():
         g = np.load(gpath)
         indeg = g["indegree"]

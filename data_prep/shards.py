@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -18,6 +18,7 @@ FORMAT = "linkbert-pairs"
 VERSION = 1
 MANIFEST = "manifest.json"
 DOCS = "docs.jsonl"
+GRAPH = "graph.npz"
 # A tokenizer's files: what a build copies next to its shards, a checkpoint keeps and an export ships.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "added_tokens.json")
@@ -107,47 +108,178 @@ def check_shard_attrs(path: str | Path, attrs) -> dict:
     return {k: (v if k == "format" else int(v)) for k, v in got.items()}
 
 
-def manifest_tokenizer(manifest: dict) -> dict:
-    """The manifest's tokenizer record: name, source, path (its copy in the dataset), vocab_size,
-    vocab_sha256; {} for a manifest without one."""
-    tok = manifest.get("tokenizer")
-    return tok if isinstance(tok, dict) else {}
+@dataclass(frozen=True)
+class TokenizerRecord:
+    """The tokenizer a dataset was built with: ``path`` is its copy inside the dataset folder, ``source``
+    the folder (or Hub id) it was copied from; ``vocab_sha256`` is None in builds older than the hash."""
+    name: str | None = None
+    source: str | None = None
+    path: str = "tokenizer"
+    vocab_size: int | None = None
+    vocab_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the manifest lists it: ``path`` relative to the dataset folder as written, absolute
+    once read through ``Manifest.read``; ``size`` is None in builds that did not record it."""
+    path: str
+    num_pairs: int
+    sha256: str | None = None
+    size: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class Manifest:
+    """``manifest.json`` of a prepared dataset (SPEC section 3), typed.
+
+    ``build`` makes one and writes it; every reader goes through ``Manifest.read``, which checks the
+    file and names the field that is wrong. Fields that older builds (or hand-made test datasets) lack
+    are None / empty rather than errors: readers say what they could not check."""
+    shards: list[ShardEntry]
+    max_seq_len: int | None = None
+    seed: int | None = None
+    tokenizer: TokenizerRecord | None = None
+    special_ids: SpecialIds | None = None
+    options: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    docs: str = DOCS
+    graph: str = GRAPH
+    folder: Path | None = None           # where it was read from (not written)
+    timings_s: dict | None = None        # phase times of the build that made it (returned, not written)
+
+    # ------------------------------------------------------------------------------------- reading
+    @classmethod
+    def read(cls, dataset_dir: str | Path) -> Manifest:
+        """Read and check ``DIR/manifest.json``; shard paths come back absolute and must exist."""
+        d = Path(dataset_dir)
+        mpath = d / MANIFEST
+        if not mpath.is_file():
+            raise ShardError(f"{d}: no {MANIFEST}; is this the --out folder of `linkbert-prep build`?")
+        try:
+            raw = json.loads(mpath.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ShardError(f"{mpath}: not valid JSON ({e}); re-run `linkbert-prep build`") from e
+        m = cls.from_dict(raw, where=mpath)
+        m.folder = d
+        m.shards = [replace(s, path=str(Path(s.path) if Path(s.path).is_absolute() else d / s.path))
+                    for s in m.shards]
+        for s in m.shards:
+            if not Path(s.path).is_file():
+                raise ShardError(f"{mpath}: shard {s.path} is missing")
+        return m
+
+    @classmethod
+    def from_dict(cls, raw, where: str | Path = MANIFEST) -> Manifest:
+        if not isinstance(raw, dict):
+            raise ShardError(f"{where}: not a JSON object; re-run `linkbert-prep build`")
+        if raw.get("format") != FORMAT or raw.get("version") != VERSION:
+            raise ShardError(f"{where}: format/version {raw.get('format')!r}/{raw.get('version')!r}, "
+                             f"expected {FORMAT!r}/{VERSION}")
+
+        def bad(field_name: str, want: str):
+            return ShardError(f"{where}: field {field_name} must be {want}; re-run `linkbert-prep build`")
+
+        def opt_int(key, value, name=None):
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name or key, "a non-negative integer")
+            return value
+
+        shards_raw = raw.get("shards")
+        if not isinstance(shards_raw, list):
+            raise bad("shards", "a list")
+        shards = []
+        for i, s in enumerate(shards_raw):
+            if not isinstance(s, dict) or not isinstance(s.get("path"), str) or not s["path"]:
+                raise bad(f"shards[{i}].path", "a file name")
+            n = opt_int("num_pairs", s.get("num_pairs"), f"shards[{i}].num_pairs")
+            if n is None:
+                raise bad(f"shards[{i}].num_pairs", "a non-negative integer")
+            sha = s.get("sha256")
+            if sha is not None and not isinstance(sha, str):
+                raise bad(f"shards[{i}].sha256", "a hex string")
+            shards.append(ShardEntry(s["path"], n, sha or None, opt_int("size", s.get("size"), f"shards[{i}].size")))
+        tok = raw.get("tokenizer")
+        tokenizer = None
+        if isinstance(tok, dict):   # very early builds wrote a bare name here: treated as unknown
+            fields_ = {k: tok[k] for k in ("name", "source", "path", "vocab_size", "vocab_sha256")
+                       if tok.get(k) is not None}
+            opt_int("vocab_size", fields_.get("vocab_size"), "tokenizer.vocab_size")
+            tokenizer = TokenizerRecord(**fields_)
+        sp = raw.get("special_ids")
+        special = None
+        if sp is not None:
+            try:
+                special = SpecialIds(**{k: int(sp[k]) for k in ("vocab_size", "cls_id", "sep_id", "pad_id", "mask_id")})
+            except (TypeError, KeyError, ValueError) as e:
+                raise bad("special_ids", "an object with vocab_size, cls_id, sep_id, pad_id, mask_id") from e
+        for key in ("options", "stats"):
+            if not isinstance(raw.get(key, {}), dict):
+                raise bad(key, "an object")
+        return cls(shards=shards, max_seq_len=opt_int("max_seq_len", raw.get("max_seq_len")),
+                   seed=opt_int("seed", raw.get("seed")), tokenizer=tokenizer, special_ids=special,
+                   options=raw.get("options", {}), stats=raw.get("stats", {}),
+                   docs=str(raw.get("docs", DOCS)), graph=str(raw.get("graph", GRAPH)))
+
+    # ------------------------------------------------------------------------------------- writing
+    def to_dict(self) -> dict:
+        """The JSON object of manifest.json (key order fixed: the file is byte-reproducible)."""
+        out = {"format": FORMAT, "version": VERSION}
+        if self.tokenizer is not None:
+            out["tokenizer"] = asdict(self.tokenizer)
+        if self.special_ids is not None:
+            out["special_ids"] = asdict(self.special_ids)
+        for key in ("max_seq_len", "seed"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out.update({"options": self.options, "docs": self.docs, "graph": self.graph,
+                    "shards": [s.to_dict() for s in self.shards], "stats": self.stats})
+        return out
+
+    def write(self, dataset_dir: str | Path) -> Path:
+        path = Path(dataset_dir) / MANIFEST
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        return path
+
+    # ------------------------------------------------------------------------------------- queries
+    @property
+    def num_pairs(self) -> int:
+        return sum(s.num_pairs for s in self.shards)
+
+    @property
+    def shard_paths(self) -> list[str]:
+        return [s.path for s in self.shards]
+
+    @property
+    def vocab_size(self) -> int | None:
+        return self.tokenizer.vocab_size if self.tokenizer else None
+
+    @property
+    def vocab_sha256(self) -> str | None:
+        return self.tokenizer.vocab_sha256 if self.tokenizer else None
+
+    def _folder(self) -> Path:
+        if self.folder is None:
+            raise ValueError("this Manifest was not read from a folder (use Manifest.read)")
+        return self.folder
+
+    def tokenizer_copy(self) -> Path:
+        """Where the dataset keeps its copy of the tokenizer it was built with (may be missing)."""
+        return self._folder() / (self.tokenizer.path if self.tokenizer else "tokenizer")
+
+    def tokenizer_dir(self) -> Path | None:
+        """The dataset's tokenizer folder: its copy, else the folder it was built from; None if neither is there."""
+        for cand in (self.tokenizer_copy(), self.tokenizer.source if self.tokenizer else None):
+            if has_tokenizer(cand):
+                return Path(cand)
+        return None
 
 
 def has_tokenizer(folder: str | Path | None) -> bool:
     """Whether ``folder`` holds a tokenizer (any of TOKENIZER_FILES)."""
     return bool(folder) and Path(folder).is_dir() and any((Path(folder) / n).is_file() for n in TOKENIZER_FILES)
-
-
-def tokenizer_copy(dataset_dir: str | Path, manifest: dict) -> Path:
-    """Where the dataset keeps its copy of the tokenizer it was built with (may be missing)."""
-    return Path(dataset_dir) / manifest_tokenizer(manifest).get("path", "tokenizer")
-
-
-def tokenizer_dir(dataset_dir: str | Path, manifest: dict) -> Path | None:
-    """The dataset's tokenizer folder: its copy, else the folder it was built from; None if neither is there."""
-    for cand in (tokenizer_copy(dataset_dir, manifest), manifest_tokenizer(manifest).get("source")):
-        if has_tokenizer(cand):
-            return Path(cand)
-    return None
-
-
-def load_manifest(dataset_dir: str | Path) -> dict:
-    """Read and check ``DIR/manifest.json``; shard paths are returned absolute."""
-    d = Path(dataset_dir)
-    mpath = d / MANIFEST
-    if not mpath.is_file():
-        raise ShardError(f"{d}: no {MANIFEST}; is this the --out folder of `linkbert-prep build`?")
-    try:
-        m = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise ShardError(f"{mpath}: not valid JSON ({e}); re-run `linkbert-prep build`") from e
-    if m.get("format") != FORMAT or m.get("version") != VERSION:
-        raise ShardError(f"{mpath}: format/version {m.get('format')!r}/{m.get('version')!r}, "
-                         f"expected {FORMAT!r}/{VERSION}")
-    for s in m.get("shards", []):
-        p = Path(s["path"])
-        s["path"] = str(p if p.is_absolute() else d / p)
-        if not Path(s["path"]).is_file():
-            raise ShardError(f"{mpath}: shard {s['path']} is missing")
-    return m

@@ -17,9 +17,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data_prep.errors import PrepError
-from data_prep.shards import manifest_tokenizer, tokenizer_copy
+
+if TYPE_CHECKING:
+    from data_prep.shards import ShardEntry
 
 MODES = ("full", "quick", "none")
 
@@ -95,19 +98,19 @@ class VerifyReport:
 FIX = "restore the file or rebuild with `linkbert-prep build`"
 
 
-def check_shard(entry: dict, mode: str = "full", hash_it: bool = True) -> ShardResult:
-    """One shard against its manifest entry (``path`` absolute, ``num_pairs``, ``sha256``, ``size``)."""
+def check_shard(entry: ShardEntry, mode: str = "full", hash_it: bool = True) -> ShardResult:
+    """One shard against its manifest entry (``path`` absolute, read through ``Manifest.read``)."""
     import h5py
 
     from data_prep.shards import DATASETS, ShardError, check_shard_attrs, sha256_file
-    path = entry["path"]
+    path = entry.path
     res = ShardResult(path)
     try:
         res.bytes = os.stat(path).st_size
     except OSError as e:
         res.problem = f"{path}: cannot stat ({e.strerror}); {FIX}"
         return res
-    size = entry.get("size")
+    size = entry.size
     if size is not None and res.bytes != size:
         res.problem = (f"{path}: {res.bytes} bytes, the manifest says {size} (truncated, or another file under "
                        f"this name); {FIX}")
@@ -120,8 +123,8 @@ def check_shard(entry: dict, mode: str = "full", hash_it: bool = True) -> ShardR
                 res.problem = f"{path}: datasets {missing} missing; {FIX}"
                 return res
             n = len(f["seq_lens"])
-            if n != entry.get("num_pairs"):
-                res.problem = (f"{path}: holds {n} pairs, the manifest says {entry.get('num_pairs')} (another "
+            if n != entry.num_pairs:
+                res.problem = (f"{path}: holds {n} pairs, the manifest says {entry.num_pairs} (another "
                                f"shard under this name?); {FIX}")
                 return res
             bad = [k for k in DATASETS if len(f[k]) != n]
@@ -139,7 +142,7 @@ def check_shard(entry: dict, mode: str = "full", hash_it: bool = True) -> ShardR
         res.problem = f"{path}: not a readable HDF5 shard ({str(e).splitlines()[0] if str(e) else type(e).__name__}); {FIX}"
         return res
     if mode == "full" and hash_it:
-        want = entry.get("sha256")
+        want = entry.sha256
         if want:
             got = sha256_file(path)
             res.hashed = True
@@ -156,7 +159,7 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def verify_shards(shards: list[dict], mode: str = "full", workers: int | None = None,
+def verify_shards(shards: list[ShardEntry], mode: str = "full", workers: int | None = None,
                   part: tuple[int, int] = (0, 1)) -> VerifyReport:
     """Check ``shards`` (manifest entries with absolute paths) in parallel threads.
 
@@ -176,10 +179,10 @@ def verify_shards(shards: list[dict], mode: str = "full", workers: int | None = 
                 report.hashed_bytes += res.bytes
             if res.problem:
                 report.problems.append(res.problem)
-    if mode != "none" and shards and not any("size" in s for s in shards):
+    if mode != "none" and shards and all(s.size is None for s in shards):
         report.notes.append("the manifest records no shard sizes (built by an older linkbert-prep): sizes not "
                             "checked; rebuild to record them")
-    if mode == "full" and any(not s.get("sha256") for s in shards):
+    if mode == "full" and any(not s.sha256 for s in shards):
         report.notes.append("some shards have no sha256 in the manifest: those were not hashed")
     report.seconds = time.perf_counter() - t0
     return report
@@ -187,13 +190,13 @@ def verify_shards(shards: list[dict], mode: str = "full", workers: int | None = 
 
 def verify_dataset(dataset_dir: str | Path, mode: str = "full", workers: int | None = None) -> VerifyReport:
     """The whole check of one dataset folder: its manifest, shards and the vocabulary of its tokenizer copy."""
-    from data_prep.shards import load_manifest
-    m = load_manifest(dataset_dir)
-    report = verify_shards(m["shards"], mode, workers)
-    want = manifest_tokenizer(m).get("vocab_sha256")
-    tdir = tokenizer_copy(dataset_dir, m)
+    from data_prep.shards import MANIFEST, Manifest
+    m = Manifest.read(dataset_dir)
+    report = verify_shards(m.shards, mode, workers)
+    want = m.vocab_sha256
+    tdir = m.tokenizer_copy()
     if not want:
-        report.notes.append(f"{Path(dataset_dir) / 'manifest.json'}: no vocabulary hash (built by an older "
+        report.notes.append(f"{Path(dataset_dir) / MANIFEST}: no vocabulary hash (built by an older "
                             "linkbert-prep): vocabulary identity cannot be checked; rebuild to record it")
     elif tdir.is_dir():
         got = tokenizer_vocab_sha256(tdir)
@@ -205,13 +208,12 @@ def verify_dataset(dataset_dir: str | Path, mode: str = "full", workers: int | N
 
 def startup_lines(dataset_dir: str | Path, mode: str = "quick") -> tuple[list[str], list[str]]:
     """(lines, problems): what `linkbert-pretrain` checks about this dataset at start-up, for `inspect`."""
-    from data_prep.shards import load_manifest
-    m = load_manifest(dataset_dir)
+    from data_prep.shards import Manifest
+    m = Manifest.read(dataset_dir)
     report = verify_dataset(dataset_dir, mode)
-    tok = manifest_tokenizer(m)
-    pairs = sum(int(s.get("num_pairs", 0)) for s in m.get("shards", []))
-    h = tok.get("vocab_sha256")
-    lines = [f"start-up checks: vocabulary {tok.get('name', '?')} sha256 {h[:12] if h else 'not recorded'} "
+    pairs = m.num_pairs
+    h = m.vocab_sha256
+    lines = [f"start-up checks: vocabulary {(m.tokenizer and m.tokenizer.name) or '?'} sha256 {h[:12] if h else 'not recorded'} "
              "(compared with the tokenizer of --init-from, --data.tokenizer and a resumed checkpoint)",
              f"start-up checks: shards {report.summary()}",
              f"start-up checks: {pairs} pairs: data.held_out must be below that"]

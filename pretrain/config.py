@@ -296,12 +296,16 @@ def check_recipe(cfg: RunConfig, preset: str | None) -> list[str]:
         if v is not None and v != recipe["vocab_size"]:
             warnings.append(f"preset {preset} expects the released model's vocabulary ({want}); --init-from "
                             f"{cfg.model.init_from} has {v:,} tokens")
+    from data_prep.shards import Manifest, ShardError
     for path in cfg.data.paths:
-        tok = _json_or_none(Path(path) / "manifest.json").get("tokenizer")
-        if not isinstance(tok, dict):
+        try:
+            m = Manifest.read(path)
+        except ShardError:   # the start-up checks report a missing or broken dataset, with its fix
             continue
-        v = tok.get("vocab_size")
-        norm = _json_or_none(Path(path) / str(tok.get("path", "tokenizer")) / "tokenizer.json").get("normalizer")
+        if m.tokenizer is None:
+            continue
+        v = m.vocab_size
+        norm = _json_or_none(m.tokenizer_copy() / "tokenizer.json").get("normalizer")
         lower = norm.get("lowercase") if isinstance(norm, dict) else None
         if (v is not None and v != recipe["vocab_size"]) or (lower is not None and lower != recipe["lowercase"]):
             got = ", ".join(x for x in ("" if lower is None else "lower-cased" if lower else "cased",

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import torch
 
-from data_prep.shards import ShardError, check_shard_attrs, load_manifest
+from data_prep.shards import Manifest, ShardError, check_shard_attrs
 from pretrain import faults
 from pretrain.config import DataConfig
 from pretrain.masking import MaskingSpec, mask_batch
@@ -38,8 +38,8 @@ class PairDataset:
 
     def __init__(self, path: str | Path, cache_mb: int):
         self.path = Path(path)
-        self.manifest = load_manifest(self.path)
-        self.shard_paths = [s["path"] for s in self.manifest["shards"]]
+        self.manifest = Manifest.read(self.path)
+        self.shard_paths = self.manifest.shard_paths
         counts = []
         attrs = None
         for sp in self.shard_paths:

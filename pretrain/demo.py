@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep.shards import MANIFEST, Manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data_prep" / "corpora" / "jargon.jsonl.gz"
 
@@ -36,7 +38,7 @@ def free_port() -> int:
 
 def prepare(out: Path, tokenizer: Path, max_seq_len: int) -> Path:
     data = out / f"data{max_seq_len}"
-    if not (data / "manifest.json").is_file():
+    if not (data / MANIFEST).is_file():
         from data_prep.cli import main as prep
         rc = prep(["build", "--corpus", str(CORPUS), "--tokenizer", str(tokenizer), "--out", str(data),
                    "--max-seq-len", str(max_seq_len), "--seed", "0", "--workers", "2", "--quiet"])
@@ -137,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     init = minilm_dir()
     print(f"== 1/3 prepare {CORPUS.name} with the tokenizer of {init}", flush=True)
     data = prepare(out, init, args.max_seq_len)
-    manifest = json.loads((data / "manifest.json").read_text())
-    print(f"   {manifest['stats']['pairs']['total']} pairs of {args.max_seq_len} tokens -> {data}")
+    print(f"   {Manifest.read(data).num_pairs} pairs of {args.max_seq_len} tokens -> {data}")
     run = out / "run"
     cmd = pretrain_cmd(args, data, run, init)
     print(f"== 2/3 continue pretraining all-MiniLM-L6-v2 on {args.ranks} ranks, ZeRO-2:\n   "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.errors import PrepError
-from data_prep.shards import manifest_tokenizer, tokenizer_copy
+from data_prep.shards import Manifest
 from data_prep.verify import VerifyReport, tokenizer_vocab_sha256, verify_shards
 from pretrain.config import ConfigError, RunConfig, check_batch
 from pretrain.errors import PretrainError
@@ -67,32 +67,30 @@ class PreflightReport:
 @dataclass
 class DatasetInfo:
     path: Path
-    manifest: dict
+    manifest: Manifest
     vocab_sha256: str | None      # from the manifest, else from its tokenizer copy (older builds)
     pairs: int
 
 
 def load_datasets(paths: list[str], report: PreflightReport) -> list[DatasetInfo]:
-    from data_prep.shards import load_manifest
     out = []
     for p in paths:
         try:
-            m = load_manifest(p)
+            m = Manifest.read(p)
         except PrepError as e:
             report.problem(str(e))
             continue
-        tok = manifest_tokenizer(m)
-        h = tok.get("vocab_sha256")
+        h = m.vocab_sha256
         if not h:
-            copy = tokenizer_copy(p, m)
+            copy = m.tokenizer_copy()
             h = tokenizer_vocab_sha256(copy) if copy.is_dir() else None
             if h:
                 report.notes.append(f"{p}/manifest.json has no vocabulary hash (older linkbert-prep): using "
                                     f"the hash of its tokenizer copy {copy}")
-        pairs = sum(int(s.get("num_pairs", 0)) for s in m.get("shards", []))
+        pairs = m.num_pairs
         out.append(DatasetInfo(Path(p), m, h, pairs))
-        report.lines.append(f"data {p}: {len(m.get('shards', []))} shard(s), {pairs} pairs, max_seq_len "
-                            f"{m.get('max_seq_len')}, vocabulary {tok.get('name', '?')} ({tok.get('vocab_size', '?')} "
+        report.lines.append(f"data {p}: {len(m.shards)} shard(s), {pairs} pairs, max_seq_len "
+                            f"{m.max_seq_len}, vocabulary {(m.tokenizer and m.tokenizer.name) or '?'} ({m.vocab_size or '?'} "
                             f"tokens, sha256 {(h or 'unknown')[:12]})")
     return out
 
@@ -168,7 +166,7 @@ def check_held_out(held_out: int, total_pairs: int, paths) -> str | None:
 
 def check_shards(datasets: list[DatasetInfo], mode: str, part: tuple[int, int] = (0, 1),
                  workers: int | None = None) -> VerifyReport:
-    shards = [s for d in datasets for s in d.manifest.get("shards", [])]
+    shards = [s for d in datasets for s in d.manifest.shards]
     return verify_shards(shards, mode, workers, part)
 
 
@@ -303,11 +301,11 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
 def data_shape(ds: DatasetInfo) -> tuple[int | None, int | None]:
     """(vocab_size, max_seq_len) of a dataset: its manifest, else its first shard's attributes."""
     m = ds.manifest
-    vocab, seq = manifest_tokenizer(m).get("vocab_size"), m.get("max_seq_len")
-    if vocab is None and m.get("shards"):
+    vocab, seq = m.vocab_size, m.max_seq_len
+    if vocab is None and m.shards:
         import h5py
         try:
-            with h5py.File(m["shards"][0]["path"], "r") as f:
+            with h5py.File(m.shards[0].path, "r") as f:
                 vocab = int(f.attrs["vocab_size"])
                 seq = seq or int(f.attrs["max_seq_len"])
         except (OSError, KeyError):   # a damaged shard: reported by the shard check

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.shards import has_tokenizer, tokenizer_dir
+from data_prep.shards import has_tokenizer
 from pretrain import checkpoint as ckpt
 from pretrain import faults
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
@@ -68,7 +68,7 @@ def _tokenizer_dir(cfg: RunConfig, data: PretrainData) -> Path | None:
     for c in (cfg.data.tokenizer, cfg.model.init_from):
         if has_tokenizer(c):
             return Path(c)
-    return tokenizer_dir(data.datasets[0].path, data.datasets[0].manifest)
+    return data.datasets[0].manifest.tokenizer_dir()
 
 
 def load_data(cfg: RunConfig) -> tuple[PretrainData, Path | None]:

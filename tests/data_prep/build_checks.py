@@ -33,7 +33,7 @@ def write_jsonl(path, docs) -> Path:
     return Path(path)
 
 
-def run_build(corpus, tokenizer, out, **kw) -> dict:
+def run_build(corpus, tokenizer, out, **kw):
     opts = BuildOptions(corpus=[str(c) for c in (corpus if isinstance(corpus, list) else [corpus])],
                         tokenizer=str(tokenizer), out=str(out), progress=False, **kw)
     return build(opts)

@@ -205,4 +205,4 @@ def test_out_inside_a_corpus_directory_is_not_read_back(tmp_path, jargon, minilm
     write_jsonl(tmp_path / "a.jsonl", docs[:40])
     m1 = run_build(tmp_path, minilm_dir, tmp_path / "out", max_seq_len=64)
     m2 = run_build(tmp_path, minilm_dir, tmp_path / "out", max_seq_len=64)  # out/docs.jsonl exists now
-    assert m1["stats"] == m2["stats"] and m2["stats"]["documents"]["in"] == 40
+    assert m1.stats == m2.stats and m2.stats["documents"]["in"] == 40

@@ -53,7 +53,7 @@ def test_empty_text_is_counted_not_an_error(tmp_path):
 
 def test_build_manifest_counts_bad_lines(tmp_path, minilm_dir):
     m = run_build(BAD, minilm_dir, tmp_path / "out", max_seq_len=64, skip_bad_lines=True)
-    d, lk = m["stats"]["documents"], m["stats"]["links"]
+    d, lk = m.stats["documents"], m.stats["links"]
     assert d == {"in": 14, "used": 8, "skipped": {"invalid_utf8": 1, "invalid_json": 1, "bad_field": 2,
                                                    "duplicate_id": 1, "empty_text": 1, "no_tokens": 0}}
     assert lk == {"in": 19, "used": 16, "dropped": {"missing_target": 1, "self_link": 1, "repeated": 1}}
@@ -71,8 +71,8 @@ def test_text_without_tokens_is_counted(tmp_path, minilm_dir):
             {"id": "b", "text": "\u200b\u0007"},  # only zero-width/control characters: no tokens
             {"id": "c", "text": "Third document here.", "links": ["a", "b"]}]
     m = run_build(write_jsonl(tmp_path / "c.jsonl", docs), minilm_dir, tmp_path / "out", max_seq_len=64)
-    assert m["stats"]["documents"]["skipped"]["no_tokens"] == 1
-    assert m["stats"]["links"]["dropped"]["missing_target"] == 1  # the link to the skipped document
+    assert m.stats["documents"]["skipped"]["no_tokens"] == 1
+    assert m.stats["links"]["dropped"]["missing_target"] == 1  # the link to the skipped document
 
 
 def test_files_compression_and_directory_order(tmp_path):

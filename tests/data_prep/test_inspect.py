@@ -17,8 +17,8 @@ def test_inspect_prints_pairs_and_plots(tmp_path, minilm_dir, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "documents: 400 in, 400 used" in out
-    assert f"pairs: {m['stats']['pairs']['total']} = contiguous" in out
-    kinds = m["stats"]["pairs"]["mix_by_anchor"]
+    assert f"pairs: {m.num_pairs} = contiguous" in out
+    kinds = m.stats["pairs"]["mix_by_anchor"]
     for kind in ("with links", "without links"):
         v = kinds[kind.replace(" ", "_")]
         assert f"anchors {kind}: {v['total']} pairs, contiguous {v['mix']['contiguous']:.1%}" in out

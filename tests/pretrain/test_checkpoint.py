@@ -50,18 +50,3 @@ def test_one_tokenizer_file_list_for_builds_checkpoints_and_exports():
     assert "added_tokens.json" in shards.TOKENIZER_FILES
     assert build.TOKENIZER_FILES is checkpoint.TOKENIZER_FILES is hf_io.TOKENIZER_FILES is shards.TOKENIZER_FILES
     assert set(shards.TOKENIZER_FILES) <= set(hub.TOKENIZER_PATTERNS)
-
-
-def test_one_lookup_of_a_datasets_tokenizer(tmp_path):
-    """trainer, inspect, verify and preflight all find a dataset's tokenizer through data_prep.shards."""
-    from data_prep.shards import manifest_tokenizer, tokenizer_copy, tokenizer_dir
-    ds, src = tmp_path / "ds", tmp_path / "src"
-    (ds / "tok").mkdir(parents=True)
-    src.mkdir()
-    (src / "vocab.txt").write_text("[PAD]\n")
-    m = {"tokenizer": {"path": "tok", "source": str(src)}}
-    assert tokenizer_copy(ds, m) == ds / "tok"
-    assert tokenizer_dir(ds, m) == src                 # the copy has no tokenizer files: the source
-    (ds / "tok" / "tokenizer.json").write_text("{}")
-    assert tokenizer_dir(ds, m) == ds / "tok"          # the dataset's own copy wins
-    assert tokenizer_dir(ds, {"tokenizer": "old-style string"}) is None and manifest_tokenizer({}) == {}
