@@ -2,6 +2,12 @@
 
 The result is a Hugging Face tokenizer folder (BertTokenizerFast: tokenizer.json, vocab.txt, config)
 that `AutoTokenizer.from_pretrained` and `linkbert-prep build --tokenizer` load offline.
+
+Not reproducible bit for bit: the `tokenizers` trainer (0.23) breaks ties between equally frequent merges
+in hash-map order (huggingface/tokenizers#1794), so two runs on one corpus can differ in their rarest
+tokens. Train once and keep the folder; its vocabulary sha256 (printed here) is what the manifest,
+checkpoints and the start-up checks compare, so a dataset and a model of different vocabularies are
+refused rather than mixed.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ def run(args) -> int:
     info = train_tokenizer(args.corpus, args.out, args.vocab_size, args.lowercase, args.min_frequency,
                            args.skip_bad_lines)
     print(f"linkbert-prep train-tokenizer: vocabulary of {info['vocab_size']} from {info['documents']} "
-          f"documents -> {args.out}")
+          f"documents -> {args.out} (vocabulary sha256 {info['vocab_sha256'][:12]})")
     return 0
 
 
@@ -69,5 +75,6 @@ def train_tokenizer(corpus, out, vocab_size: int = 30522, lowercase: bool = Fals
     # vocab.txt too: tools that read a BERT vocabulary directly (and the manifest's vocab hash) expect it.
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (Path(out) / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
-    return {"vocab_size": tok.get_vocab_size(), "documents": count,
+    from data_prep.verify import tokenizer_vocab_sha256
+    return {"vocab_size": tok.get_vocab_size(), "documents": count, "vocab_sha256": tokenizer_vocab_sha256(out),
             "skipped": {k: v for k, v in index.skipped.items() if v}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from data_prep.cli import main as prep_main
+from data_prep.verify import tokenizer_vocab_sha256
 from tests.data_prep.build_checks import JARGON, check_dataset, load, read_jsonl, run_build, write_jsonl
 
 
@@ -12,7 +13,10 @@ def test_train_then_build_with_it(tmp_path, capsys):
     corpus = write_jsonl(tmp_path / "c.jsonl", docs)
     rc = prep_main(["train-tokenizer", "--corpus", str(corpus), "--out", str(tmp_path / "tok"),
                     "--vocab-size", "1500", "--lowercase"])
-    assert rc == 0 and "vocabulary of 1500" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert rc == 0 and "vocabulary of 1500" in out
+    sha = tokenizer_vocab_sha256(tmp_path / "tok")   # what datasets and checkpoints record and compare
+    assert f"vocabulary sha256 {sha[:12]}" in out
     tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert tok.is_fast and len(tok) == 1500
     specials = [tok.cls_token, tok.sep_token, tok.pad_token, tok.mask_token, tok.unk_token]
@@ -31,5 +35,5 @@ def test_train_then_build_with_it(tmp_path, capsys):
 
     run_build(corpus, tmp_path / "tok", tmp_path / "out", max_seq_len=64)
     arrays, m, ids = load(tmp_path / "out")
-    assert m["tokenizer"]["vocab_size"] == 1500
+    assert m["tokenizer"]["vocab_size"] == 1500 and m["tokenizer"]["vocab_sha256"] == sha
     check_dataset(arrays, m, ids, {d["id"]: d for d in docs}, tok)

@@ -12,6 +12,9 @@ COMMON = ["--model", "tiny", "--micro-batch-size", "8", "--seed", "1", "--save-e
           "--schedule.warmup_steps=5"]
 
 
+HELD_OUT = 1024   # pairs; 2 ranks x micro-batch 16 x eval_batches
+
+
 def test_on_the_bundled_corpus_mlm_falls_and_relation_ends_well_above_chance(tmp_path):
     """The paper's objective on real linked text: a LinkBERT-tiny from scratch (its own 4k WordPiece
     vocabulary trained on the corpus, as BioLinkBERT did) on the Jargon File, 2 ranks, ~800 steps."""
@@ -26,24 +29,26 @@ def test_on_the_bundled_corpus_mlm_falls_and_relation_ends_well_above_chance(tmp
     run_ranks(["--data", str(data), "--output", str(out), "--model", "tiny", "--max-steps", "800",
                "--micro-batch-size", "16", "--lr", "2e-3", "--seed", "0", "--schedule.warmup_ratio=0.1",
                "--save-every", "0", "--checkpoint.export_final=false", "--metrics.progress=false",
-               "--metrics.tensorboard=false", "--metrics.eval_every=200", "--metrics.eval_batches=16",
-               "--data.held_out=512"], timeout=600)
+               "--metrics.tensorboard=false", "--metrics.eval_every=200", f"--metrics.eval_batches={HELD_OUT // 32}",
+               f"--data.held_out={HELD_OUT}"], timeout=600)
     import json
     m = read_jsonl(out / "metrics.jsonl")
     final = json.loads((out / "eval.json").read_text())
     evals = [r for r in m if "eval_mlm_loss" in r]
-    assert final["eval_pairs"] == 512 and len(evals) == 3, (final, evals)
+    assert final["eval_pairs"] == HELD_OUT and len(evals) == 3, (final, evals)
     # MLM: held-out loss falls from the first eval on, and the training loss by far more than noise
     assert final["eval_mlm_loss"] < evals[0]["eval_mlm_loss"] - 0.1 < np.log(4096), (evals, final)
     assert np.mean([r["mlm_loss"] for r in m[-50:]]) < np.mean([r["mlm_loss"] for r in m[:50]]) - 1.0
-    # relation: 512 held-out pairs, chance 1/3; one-sided binomial test and an effect size
+    # relation: 1024 held-out pairs, chance 1/3; one-sided binomial test and an effect size
     acc = final["eval_relation_acc"]
     print("held-out:", {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()})
-    p = binomtest(round(acc * 512), 512, 1 / 3, alternative="greater").pvalue
-    # BERT-style sentence-aligned pairs (the default since issue 12) leave fewer surface cues than fixed
-    # halves did: measured 0.418 at 800 steps and 0.416 at 1200 (fixed halves: 0.46)
-    # (measured across this session's code states: 0.412 to 0.424; a head that learned nothing scores 1/3)
-    assert acc >= 0.40 and p < 1e-3, final
+    p = binomtest(round(acc * HELD_OUT), HELD_OUT, 1 / 3, alternative="greater").pvalue
+    # Measured 0.395-0.424 (sentence-aligned pairs leave few surface cues). Two sources of spread: the
+    # 4k vocabulary differs from run to run (the tokenizers trainer breaks ties in hash-map order,
+    # huggingface/tokenizers#1794), and the estimate itself (sd 0.015 at 1024 pairs, 0.022 at the 512
+    # this test used before, where one run fell to 0.3945). 0.38 is >3 sd below the mean; a head that
+    # learned nothing scores 1/3 and passes p < 1e-3 (>= 0.379 here) one time in a thousand.
+    assert acc >= 0.38 and p < 1e-3, final
 
 
 def test_relation_head_learns_a_learnable_relation(tmp_path):
