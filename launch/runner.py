@@ -44,6 +44,24 @@ def submit(plan: Plan, parsable: bool, out=None) -> str:
     return job_id
 
 
+def _stop_with_parent():
+    """In the child, before exec (Linux): SIGTERM when the launcher dies, even by SIGKILL or OOM, so its
+    launcher (torchrun, mpirun, pdsh) stops the ranks (they checkpoint on TERM) instead of running on
+    orphaned, holding GPUs and the rendezvous port."""
+    parent = os.getpid()
+
+    def arm():
+        import ctypes
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:   # not glibc: nothing to arm
+            return
+        libc.prctl(1, int(signal.SIGTERM))   # PR_SET_PDEATHSIG
+        if os.getppid() != parent:           # the launcher died before the line above ran
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm if sys.platform.startswith("linux") else None
+
+
 def run_plan(plan: Plan, req: LaunchRequest) -> int:
     """Run the launcher in the foreground, passing our signals on so a preempted launcher stops its ranks."""
     if plan.wait_for:
@@ -53,7 +71,7 @@ def run_plan(plan: Plan, req: LaunchRequest) -> int:
                           "check the address, the port and the firewall)")
     env = {**os.environ, **plan.env}
     try:
-        proc = subprocess.Popen(plan.argv, env=env, cwd=req.workdir)
+        proc = subprocess.Popen(plan.argv, env=env, cwd=req.workdir, preexec_fn=_stop_with_parent())
     except FileNotFoundError:
         raise LaunchError(f"cannot start {plan.argv[0]}: not found") from None
     previous = {s: signal.signal(s, lambda signum, _frame: proc.send_signal(signum)) for s in _FORWARDED}

@@ -84,3 +84,40 @@ def test_launcher_passes_term_to_its_ranks(tmp_path):
         assert f"rank got {int(signal.SIGTERM)}" in log.read_text()
     finally:
         kill_tree(p.pid)
+
+
+def test_ranks_stop_when_the_launcher_is_killed(tmp_path):
+    """A launcher killed outright (SIGKILL, OOM killer) must not leave its ranks running: its launcher child
+    gets TERM from the kernel (PR_SET_PDEATHSIG) and passes it on, so the rank checkpoints and exits."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.procs import kill_tree, wait_for
+
+    child = ("import os, signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda s, f: (print('rank got', s, flush=True), sys.exit(0)))\n"
+             "print('ready', os.getpid(), flush=True)\ntime.sleep(120)\n")
+    log = tmp_path / "out.txt"
+    rank = None
+    with open(log, "w") as f:
+        p = subprocess.Popen(LAUNCH + ["--scheduler", "local", "--", sys.executable, "-c", child], cwd=tmp_path,
+                             env=child_env(), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "ready" in log.read_text(), 60, what="the rank to start")
+        rank = int(re.search(r"ready (\d+)", log.read_text()).group(1))
+        os.kill(p.pid, signal.SIGKILL)   # only the launcher: its children are left to the kernel's notice
+        p.wait(timeout=10)
+
+        def gone() -> bool:
+            try:
+                os.kill(rank, 0)
+            except ProcessLookupError:
+                return True
+            return Path(f"/proc/{rank}/stat").read_text().split()[2] == "Z"   # exited, not yet reaped
+        wait_for(gone, 30, what="the orphaned rank to stop")
+        assert f"rank got {int(signal.SIGTERM)}" in log.read_text()
+    finally:
+        kill_tree(p.pid)
+        if rank is not None:
+            kill_tree(rank)   # an orphan is no longer below the launcher
