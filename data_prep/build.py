@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -504,9 +504,7 @@ def _finish(run: _Run, summary: dict, gathered, times) -> Manifest:
         staging.swap_in(out, run.final, _is_build_output)
         _report(run, manifest.stats, times)
     comm.barrier()   # every rank returns once --out holds the new build
-    manifest.folder = run.final
-    manifest.shards = [replace(s, path=str(run.final / s.path)) for s in manifest.shards]
-    return manifest
+    return manifest.located(run.final)
 
 
 def _report(run: _Run, st: dict, times) -> None:

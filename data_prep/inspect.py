@@ -35,9 +35,9 @@ def run(args) -> int:
     return 0
 
 
-def load_pairs(dataset_dir, datasets=DATASETS) -> dict:
+def load_pairs(dataset_dir, datasets=DATASETS, manifest: Manifest | None = None) -> dict:
     """Every shard's datasets concatenated in manifest order (for inspection and tests; small data)."""
-    m = Manifest.read(dataset_dir)
+    m = manifest or Manifest.read(dataset_dir)
     parts: dict = {k: [] for k in datasets}
     attrs = None
     for path in m.shard_paths:
@@ -74,9 +74,8 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
         raise PrepError(f"{dataset_dir}/manifest.json: no stats (not written by `linkbert-prep build`); "
                         "rebuild it to inspect it")
     st = m.stats
-    tok = m.tokenizer
     lines = [f"dataset {dataset_dir}: {len(m.shards)} shard(s), max_seq_len {m.max_seq_len}, "
-             f"tokenizer {(tok and tok.name) or '?'} (vocab {m.vocab_size or '?'})"]
+             f"tokenizer {m.tokenizer_name} (vocab {m.vocab_size or '?'})"]
     d, lk, p = st["documents"], st["links"], st["pairs"]
     lines.append(f"documents: {d['in']} in, {d['used']} used, skipped {_nonzero(d['skipped'])}")
     lines.append(f"links: {lk['in']} in, {lk['used']} used, dropped {_nonzero(lk['dropped'])}")
@@ -90,7 +89,7 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
         lines.append(f"  anchors {kind.replace('_', ' ')}: {v['total']} pairs, " + ", ".join(
             f"{n} {v['mix'][n]:.1%}" for n in RELATION_NAMES))
     # Only small per-row arrays are read whole; token rows are read for the shown pairs alone.
-    data = load_pairs(dataset_dir, ("pair_labels", "partner_doc"))
+    data = load_pairs(dataset_dir, ("pair_labels", "partner_doc"), m)
     doc_ids = load_doc_ids(dataset_dir, m)
     n = len(data["pair_labels"])
     if num_pairs and n:

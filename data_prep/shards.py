@@ -153,8 +153,9 @@ class Manifest:
 
     # ------------------------------------------------------------------------------------- reading
     @classmethod
-    def read(cls, dataset_dir: str | Path) -> Manifest:
-        """Read and check ``DIR/manifest.json``; shard paths come back absolute and must exist."""
+    def read(cls, dataset_dir: str | Path, shards_must_exist: bool = True) -> Manifest:
+        """Read and check ``DIR/manifest.json``; shard paths come back absolute and, unless told otherwise
+        (a reader that needs only the tokenizer record), must exist."""
         d = Path(dataset_dir)
         mpath = d / MANIFEST
         if not mpath.is_file():
@@ -163,14 +164,19 @@ class Manifest:
             raw = json.loads(mpath.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ShardError(f"{mpath}: not valid JSON ({e}); re-run `linkbert-prep build`") from e
-        m = cls.from_dict(raw, where=mpath)
-        m.folder = d
-        m.shards = [replace(s, path=str(Path(s.path) if Path(s.path).is_absolute() else d / s.path))
-                    for s in m.shards]
-        for s in m.shards:
+        m = cls.from_dict(raw, where=mpath).located(d)
+        for s in m.shards if shards_must_exist else ():
             if not Path(s.path).is_file():
                 raise ShardError(f"{mpath}: shard {s.path} is missing")
         return m
+
+    def located(self, folder: str | Path) -> Manifest:
+        """This manifest as the one of ``folder``: ``folder`` set, shard paths absolute under it."""
+        d = Path(folder)
+        self.folder = d
+        self.shards = [replace(s, path=str(Path(s.path) if Path(s.path).is_absolute() else d / s.path))
+                       for s in self.shards]
+        return self
 
     @classmethod
     def from_dict(cls, raw, where: str | Path = MANIFEST) -> Manifest:
@@ -183,11 +189,11 @@ class Manifest:
         def bad(field_name: str, want: str):
             return ShardError(f"{where}: field {field_name} must be {want}; re-run `linkbert-prep build`")
 
-        def opt_int(key, value, name=None):
+        def opt_int(name, value):
             if value is None:
                 return None
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(name or key, "a non-negative integer")
+                raise bad(name, "a non-negative integer")
             return value
 
         shards_raw = raw.get("shards")
@@ -197,19 +203,19 @@ class Manifest:
         for i, s in enumerate(shards_raw):
             if not isinstance(s, dict) or not isinstance(s.get("path"), str) or not s["path"]:
                 raise bad(f"shards[{i}].path", "a file name")
-            n = opt_int("num_pairs", s.get("num_pairs"), f"shards[{i}].num_pairs")
+            n = opt_int(f"shards[{i}].num_pairs", s.get("num_pairs"))
             if n is None:
                 raise bad(f"shards[{i}].num_pairs", "a non-negative integer")
             sha = s.get("sha256")
             if sha is not None and not isinstance(sha, str):
                 raise bad(f"shards[{i}].sha256", "a hex string")
-            shards.append(ShardEntry(s["path"], n, sha or None, opt_int("size", s.get("size"), f"shards[{i}].size")))
+            shards.append(ShardEntry(s["path"], n, sha or None, opt_int(f"shards[{i}].size", s.get("size"))))
         tok = raw.get("tokenizer")
         tokenizer = None
         if isinstance(tok, dict):   # very early builds wrote a bare name here: treated as unknown
             fields_ = {k: tok[k] for k in ("name", "source", "path", "vocab_size", "vocab_sha256")
                        if tok.get(k) is not None}
-            opt_int("vocab_size", fields_.get("vocab_size"), "tokenizer.vocab_size")
+            opt_int("tokenizer.vocab_size", fields_.get("vocab_size"))
             tokenizer = TokenizerRecord(**fields_)
         sp = raw.get("special_ids")
         special = None
@@ -254,6 +260,10 @@ class Manifest:
     @property
     def shard_paths(self) -> list[str]:
         return [s.path for s in self.shards]
+
+    @property
+    def tokenizer_name(self) -> str:
+        return (self.tokenizer.name if self.tokenizer else None) or "?"
 
     @property
     def vocab_size(self) -> int | None:

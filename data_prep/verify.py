@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from data_prep.errors import PrepError
 
 if TYPE_CHECKING:
-    from data_prep.shards import ShardEntry
+    from data_prep.shards import Manifest, ShardEntry
 
 MODES = ("full", "quick", "none")
 
@@ -190,13 +190,18 @@ def verify_shards(shards: list[ShardEntry], mode: str = "full", workers: int | N
 
 def verify_dataset(dataset_dir: str | Path, mode: str = "full", workers: int | None = None) -> VerifyReport:
     """The whole check of one dataset folder: its manifest, shards and the vocabulary of its tokenizer copy."""
-    from data_prep.shards import MANIFEST, Manifest
-    m = Manifest.read(dataset_dir)
+    from data_prep.shards import Manifest
+    return verify_manifest(Manifest.read(dataset_dir), mode, workers)
+
+
+def verify_manifest(m: Manifest, mode: str = "full", workers: int | None = None) -> VerifyReport:
+    """``verify_dataset`` of a manifest already read."""
+    from data_prep.shards import MANIFEST
     report = verify_shards(m.shards, mode, workers)
     want = m.vocab_sha256
     tdir = m.tokenizer_copy()
     if not want:
-        report.notes.append(f"{Path(dataset_dir) / MANIFEST}: no vocabulary hash (built by an older "
+        report.notes.append(f"{m.folder / MANIFEST}: no vocabulary hash (built by an older "
                             "linkbert-prep): vocabulary identity cannot be checked; rebuild to record it")
     elif tdir.is_dir():
         got = tokenizer_vocab_sha256(tdir)
@@ -210,10 +215,10 @@ def startup_lines(dataset_dir: str | Path, mode: str = "quick") -> tuple[list[st
     """(lines, problems): what `linkbert-pretrain` checks about this dataset at start-up, for `inspect`."""
     from data_prep.shards import Manifest
     m = Manifest.read(dataset_dir)
-    report = verify_dataset(dataset_dir, mode)
+    report = verify_manifest(m, mode)
     pairs = m.num_pairs
     h = m.vocab_sha256
-    lines = [f"start-up checks: vocabulary {(m.tokenizer and m.tokenizer.name) or '?'} sha256 {h[:12] if h else 'not recorded'} "
+    lines = [f"start-up checks: vocabulary {m.tokenizer_name} sha256 {h[:12] if h else 'not recorded'} "
              "(compared with the tokenizer of --init-from, --data.tokenizer and a resumed checkpoint)",
              f"start-up checks: shards {report.summary()}",
              f"start-up checks: {pairs} pairs: data.held_out must be below that"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.shards import TOKENIZER_FILES, has_tokenizer  # noqa: F401 (TOKENIZER_FILES re-exported for tests)
+from data_prep.shards import TOKENIZER_FILES, has_tokenizer
 from pretrain import faults
 from pretrain.errors import PretrainError
 from pretrain.storage import (

@@ -299,7 +299,7 @@ def check_recipe(cfg: RunConfig, preset: str | None) -> list[str]:
     from data_prep.shards import Manifest, ShardError
     for path in cfg.data.paths:
         try:
-            m = Manifest.read(path)
+            m = Manifest.read(path, shards_must_exist=False)   # the tokenizer record only; preflight checks shards
         except ShardError:   # the start-up checks report a missing or broken dataset, with its fix
             continue
         if m.tokenizer is None:

@@ -69,7 +69,10 @@ class DatasetInfo:
     path: Path
     manifest: Manifest
     vocab_sha256: str | None      # from the manifest, else from its tokenizer copy (older builds)
-    pairs: int
+
+    @property
+    def pairs(self) -> int:
+        return self.manifest.num_pairs
 
 
 def load_datasets(paths: list[str], report: PreflightReport) -> list[DatasetInfo]:
@@ -87,10 +90,9 @@ def load_datasets(paths: list[str], report: PreflightReport) -> list[DatasetInfo
             if h:
                 report.notes.append(f"{p}/manifest.json has no vocabulary hash (older linkbert-prep): using "
                                     f"the hash of its tokenizer copy {copy}")
-        pairs = m.num_pairs
-        out.append(DatasetInfo(Path(p), m, h, pairs))
-        report.lines.append(f"data {p}: {len(m.shards)} shard(s), {pairs} pairs, max_seq_len "
-                            f"{m.max_seq_len}, vocabulary {(m.tokenizer and m.tokenizer.name) or '?'} ({m.vocab_size or '?'} "
+        out.append(DatasetInfo(Path(p), m, h))
+        report.lines.append(f"data {p}: {len(m.shards)} shard(s), {m.num_pairs} pairs, max_seq_len "
+                            f"{m.max_seq_len}, vocabulary {m.tokenizer_name} ({m.vocab_size or '?'} "
                             f"tokens, sha256 {(h or 'unknown')[:12]})")
     return out
 
