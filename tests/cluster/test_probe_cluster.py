@@ -16,6 +16,8 @@ def assert_two_hosts(ps):
     by_rank = {int(p["rank"]): p for p in ps}
     assert [by_rank[r]["node"] for r in (0, 1)] == list(NAMES)
     assert [by_rank[r]["addr"] for r in (0, 1)] == list(ADDRS)
+    # gloo was pointed at the veth that routes to the master (dist_env.interface_towards), not left to guess
+    assert all(by_rank[r]["ifname"] not in ("-", "lo") for r in (0, 1)), ps
 
 
 def hostfile(d: Path) -> str:

@@ -99,6 +99,25 @@ def test_interface_towards_loopback_is_none():
     assert interface_towards("no-such-host.invalid") is None
 
 
+def _non_loopback_ipv4() -> tuple[str, str] | None:
+    import psutil
+
+    for name, addrs in sorted(psutil.net_if_addrs().items()):
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return name, a.address
+    return None
+
+
+def test_interface_towards_a_local_address_names_its_interface():
+    """The kernel sends to one of our own addresses from that address: the interface holding it is named."""
+    found = _non_loopback_ipv4()
+    if found is None:
+        pytest.skip("no non-loopback IPv4 interface on this host")
+    name, addr = found
+    assert interface_towards(addr) == name
+
+
 def _closed_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -120,16 +139,26 @@ def test_wait_for_master_times_out_naming_address_and_port():
 def test_wait_for_endpoint_returns_once_master_listens():
     port = _closed_port()
     srv = socket.socket()
+    listening_at = []
 
     def listen_later():
         time.sleep(0.5)
+        listening_at.append(time.monotonic())   # just before: nothing can have connected earlier
         srv.bind(("127.0.0.1", port))
         srv.listen()
 
     th = threading.Thread(target=listen_later)
+    t0 = time.monotonic()
     th.start()
     try:
         wait_for_endpoint("127.0.0.1", port, timeout_s=10, poll_s=0.1)
+        returned_at = time.monotonic()
+        # it returned only after the listener came up, and by connecting to it (not by giving up early)
+        assert listening_at and returned_at >= listening_at[0] >= t0 + 0.5, (t0, listening_at, returned_at)
+        assert returned_at - listening_at[0] < 5
+        srv.settimeout(2)
+        conn, _ = srv.accept()   # the connection wait_for_endpoint made is queued on the listener
+        conn.close()
     finally:
         th.join()
         srv.close()
