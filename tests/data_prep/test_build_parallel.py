@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.data_prep.build_checks import DATASETS, JARGON, load, read_jsonl, run_build, write_jsonl
+from tests.needs import missing
 from tests.procs import VENV_BIN, child_env, run
 
 
@@ -52,7 +53,7 @@ def split_corpus(tmp_path_factory, corpus):
 def test_two_mpi_ranks_same_arrays(tmp_path, corpus, split_corpus, minilm_dir, reference, layout):
     mpirun = VENV_BIN / "mpirun"
     if not mpirun.exists() and not shutil.which("mpirun"):
-        pytest.skip("no mpirun")
+        missing("no mpirun (pip install mpich, or a system MPI)")
     src = corpus if layout == "one file" else split_corpus
     cmd = [str(mpirun if mpirun.exists() else "mpirun"), "-n", "2", str(VENV_BIN / "linkbert-prep"), "build",
            "--corpus", str(src), "--tokenizer", str(minilm_dir), "--out", str(tmp_path), "--max-seq-len", "96",

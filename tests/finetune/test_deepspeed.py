@@ -5,8 +5,9 @@ import pytest
 
 from tests import procs
 from tests.finetune.helpers import FIX
+from tests.needs import need_module
 
-pytest.importorskip("deepspeed")
+need_module("deepspeed")
 pytestmark = pytest.mark.slow
 
 

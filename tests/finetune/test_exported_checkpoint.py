@@ -4,8 +4,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.finetune.helpers import finetune
+from tests.needs import need_module
 
-hf_io = pytest.importorskip("pretrain.hf_io")
+hf_io = need_module("pretrain.hf_io")
 
 pytestmark = pytest.mark.slow
 

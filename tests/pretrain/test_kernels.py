@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 
+from tests.needs import need_module
+
 ATOL, RTOL = 1e-5, 1e-5
 
 
@@ -150,7 +152,7 @@ CHECKS = {f.__name__[len("check_"):]: f for f in (check_bias_gelu, check_add_lay
 
 @pytest.mark.parametrize("name", list(CHECKS))
 def test_triton_kernel_matches_reference_interpreted(name):
-    pytest.importorskip("triton")
+    need_module("triton")
     from tests.procs import child_env, run
     cp = run([sys.executable, __file__, name], timeout=180,
              env=child_env(TRITON_INTERPRET=1, LINKBERT_KERNELS="triton", OMP_NUM_THREADS=1))

@@ -9,7 +9,7 @@ time on this machine, ~2 s after.
 import json
 import sys
 
-import pytest
+from tests.needs import need_module
 
 _BAD_KERNEL = '''
 import triton
@@ -31,7 +31,7 @@ def _child(code: str, timeout: float = 600):
 
 
 def test_every_kernel_compiles_for_sm80_sm90_without_spills():
-    pytest.importorskip("triton")
+    need_module("triton")
     cp = _child("import json; from pretrain.kernels import aot; rows = aot.table(); "
                 "print(aot.format_table(rows)); print('JSON' + json.dumps(rows))")
     assert cp.returncode == 0, cp.stdout[-4000:]
@@ -52,7 +52,7 @@ def test_every_kernel_compiles_for_sm80_sm90_without_spills():
 def test_compile_path_reports_what_the_gpu_compiler_refuses(tmp_path):
     """The same compile path on a kernel reading a module-level Python float (item 0 of issue 10, which
     the interpreter accepts) yields an error row: the test above can fail."""
-    pytest.importorskip("triton")
+    need_module("triton")
     (tmp_path / "badk.py").write_text(_BAD_KERNEL)
     code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import badk, torch\n"
             "from pretrain.kernels import aot, configs\n"

@@ -14,6 +14,8 @@ import sys
 import pytest
 import torch
 
+from tests.needs import need_module
+
 
 def _poison_masked_loads():
     """Masked loads without ``other`` return NaN (floats) / -1 (ints) instead of 0, as garbage would."""
@@ -160,7 +162,7 @@ CHECKS = {f.__name__[len("check_"):]: f for f in (check_masked_lanes, check_ce_f
 
 @pytest.mark.parametrize("name", list(CHECKS))
 def test_kernel_numerics_interpreted(name):
-    pytest.importorskip("triton")
+    need_module("triton")
     from tests.procs import child_env, run
     cp = run([sys.executable, __file__, name], timeout=180, check=False,
              env=child_env(TRITON_INTERPRET=1, LINKBERT_KERNELS="triton", OMP_NUM_THREADS=1))

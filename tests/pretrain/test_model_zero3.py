@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 
+from tests.needs import need_module
+
 STEPS_LR = 0.5
 
 
@@ -58,7 +60,7 @@ def child() -> None:
 
 @pytest.mark.slow
 def test_zero3_partitioned_training_step_equals_plain(tmp_path):
-    pytest.importorskip("deepspeed")
+    need_module("deepspeed")
     from tests.procs import child_env, free_port, run
     env = child_env(RANK=0, LOCAL_RANK=0, WORLD_SIZE=1, LOCAL_WORLD_SIZE=1, MASTER_ADDR="127.0.0.1",
                     MASTER_PORT=free_port(), DS_ACCELERATOR="cpu", OMP_NUM_THREADS=1)
