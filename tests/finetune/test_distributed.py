@@ -30,4 +30,5 @@ def test_seqcls_on_two_processes(tmp_path, minilm_dir):
     gold = {r["id"]: r["label"] for r in rows("seqcls_validation.jsonl")[:15]}
     acc = sum(preds[i] == gold[i] for i in want) / len(want)
     assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] == pytest.approx(acc)
-    assert cp.stderr is None and cp.stdout.count("linkbert-finetune: validation:") <= 1, cp.stdout[-3000:]
+    # procs.run merges stderr into stdout: rank 0 reports the validation split's counts once, rank 1 never
+    assert cp.stdout.count("linkbert-finetune: validation:") == 1, cp.stdout[-3000:]
