@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.finetune.helpers import finetune
+from tests.finetune.helpers import finetune, rows
 from tests.needs import need_module
 
 hf_io = need_module("pretrain.hf_io")
@@ -20,7 +20,10 @@ def test_exported_linkbert_fine_tunes_as_is(tmp_path, minilm_dir):
 
     out = finetune("seqcls", export, tmp_path / "run", train="seqcls_train.jsonl",
                    validation="seqcls_validation.jsonl", max_seq_length=48, save_model=True)
-    assert 0.0 <= out["metrics"]["validation"]["accuracy"] <= 1.0
+    gold = {r["id"]: r["label"] for r in rows("seqcls_validation.jsonl")}
+    assert set(out["validation"]) == set(gold)   # predictions_validation.json: every row, nothing else
+    acc = sum(out["validation"][i] == gold[i] for i in gold) / len(gold)
+    assert out["metrics"]["validation"]["accuracy"] == pytest.approx(acc)
 
     # the fine-tuned encoder started from the exported weights: embeddings barely move in one short epoch
     from transformers import AutoModelForSequenceClassification
