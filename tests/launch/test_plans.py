@@ -1,5 +1,4 @@
 """Generated commands, hostfiles and sbatch scripts, checked structurally (nothing is started)."""
-import argparse
 import shlex
 import socket
 import sys
@@ -319,11 +318,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "'no-such-program-xyz' not found" in capsys.readouterr().err
 
 
-def test_env_flag_parses_pairs():
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--scheduler", "local", "--env", "NOEQUALS"])
-    a = build_parser().parse_args(["--scheduler", "local", "--env", "A=1=2"])
-    assert isinstance(a, argparse.Namespace) and a.env == [("A", "1=2")]
+def test_env_flag_parses_pairs(capsys):
+    for bad in ("NOEQUALS", "=1"):   # no '=' / no name: argparse's usage error naming the flag
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--scheduler", "local", "--env", bad])
+        assert f"--env expects KEY=VALUE, got {bad!r}" in capsys.readouterr().err
+    a = build_parser().parse_args(["--scheduler", "local", "--env", "A=1=2", "--env", "B=", "--env", "A=3"])
+    assert a.env == [("A", "1=2"), ("B", ""), ("A", "3")]   # split at the first '=', repeatable, in order
+    assert build_parser().parse_args(["--scheduler", "local"]).env == []
 
 
 def test_chosen_mpirun_must_exist(tmp_path):

@@ -39,8 +39,13 @@ def fake_cuda(monkeypatch, count: int) -> None:
 def test_each_rank_drives_its_local_gpu(launcher, monkeypatch):
     fake_cuda(monkeypatch, 8)
     env = dist_env.discover(LAUNCHERS[launcher])
-    assert "LOCAL_RANK" in LAUNCHERS[launcher] or launcher != "torchrun"
+    assert (env.rank, env.local_rank, env.world_size, env.local_world_size) == (11, 3, 16, 8)
     assert engine.pick_device(env, {}) == torch.device("cuda", 3)
+    # the device follows the launcher's local-rank variable, not a constant
+    local_var = {"torchrun": "LOCAL_RANK", "slurm": "SLURM_LOCALID", "openmpi": "OMPI_COMM_WORLD_LOCAL_RANK",
+                 "mpich": "MPI_LOCALRANKID"}[launcher]
+    env = dist_env.discover({**LAUNCHERS[launcher], local_var: "6"})
+    assert engine.pick_device(env, {}) == torch.device("cuda", 6)
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
