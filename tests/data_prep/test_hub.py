@@ -8,7 +8,7 @@ import pytest
 from data_prep.cli import main as prep_main
 from data_prep.hub import HubError, resolve
 from tests import procs
-from tests.hub_cache import lay_out_hub_cache
+from tests.hub_cache import COMMIT, lay_out_hub_cache
 
 ID = "test-org/MiniLM-hub"
 CORPUS = procs.ROOT / "data_prep" / "corpora" / "jargon.jsonl.gz"
@@ -26,11 +26,17 @@ def hub_home(tmp_path, monkeypatch, minilm_dir):
     return home
 
 
-def test_offline_id_resolves_to_the_cached_snapshot(hub_home):
+def test_offline_id_resolves_to_the_cached_snapshot(hub_home, minilm_dir):
+    repo = hub_home / "hub" / "models--test-org--MiniLM-hub"
+    # an older snapshot beside it: the one refs/main names is the answer, not any snapshot folder
+    old = repo / "snapshots" / ("f" * 40)
+    old.mkdir()
+    (old / "model.safetensors").symlink_to((minilm_dir / "model.safetensors").resolve())
     snap = resolve(ID, "--model")
-    assert snap == hub_home / "hub" / "models--test-org--MiniLM-hub" / "snapshots" / (snap.name)
-    assert len(snap.name) == 40 and (snap / "model.safetensors").is_file()
-    assert resolve("test-org/tokenizer-only", "--tokenizer", weights=False).name == snap.name
+    assert snap == repo / "snapshots" / COMMIT and (repo / "refs" / "main").read_text() == COMMIT
+    assert (snap / "model.safetensors").is_file()
+    tok_only = hub_home / "hub" / "models--test-org--tokenizer-only" / "snapshots" / COMMIT
+    assert resolve("test-org/tokenizer-only", "--tokenizer", weights=False) == tok_only
     with pytest.raises(HubError, match=r"--init-from test-org/tokenizer-only: the Hub snapshot .* has no "
                                        r"model\.safetensors or pytorch_model\.bin weights; fetch them with "
                                        r"`hf download test-org/tokenizer-only`"):
