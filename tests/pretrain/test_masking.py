@@ -98,9 +98,24 @@ def test_whole_word_masks_whole_words(minilm_dir):
     assert abs(picked / 300 - 0.15 * len(enc.ids)) < 3   # whole words, still ~15% of tokens
 
 
-def test_default_max_predictions():
-    assert default_max_predictions(128, 0.15) == 21
-    assert default_max_predictions(512, 0.15) == 78
+@pytest.mark.parametrize("length", [128, 512])
+@pytest.mark.parametrize("prob", [0.15, 0.3])
+def test_default_max_predictions(length, prob):
+    """What the default must hold: every target of a full-length row (the most masks a row of that length
+    gets, measured with no cap) fits in its slots, with at most 2 slots of padding beyond that.
+    (Google's BERT release used 20 slots at 128 tokens and 80 at 512 with 15%.)"""
+    rng = np.random.default_rng(7)
+    ids = rng.integers(1000, VOCAB, size=(64, length))
+    ids[:, 0], ids[:, length // 2], ids[:, -1] = CLS, SEP, SEP
+    lens = np.full(64, length)
+    uncapped = (mask_batch(ids, lens, spec(mask_prob=prob, max_predictions=length), rng)[2] != -100).sum(1)
+    most = int(uncapped.max())
+    assert most >= prob * (length - 3) - 1   # sanity: the uncapped run masked ~prob of the row
+    default = default_max_predictions(length, prob)
+    assert most <= default <= most + 2, (length, prob, most, default)
+    capped = (mask_batch(ids, lens, spec(mask_prob=prob, max_predictions=default), np.random.default_rng(8))[2]
+              != -100).sum(1)
+    assert (capped == most).all()   # nothing dropped by the cap
 
 
 @pytest.mark.parametrize("prob", [0.3])
