@@ -1,9 +1,9 @@
 """The Triton kernels compiled and run on a real GPU (marked ``gpu``: skipped without CUDA). Small
-shapes, seconds; benchmarks/bench_gpu.py checks the real shapes and times them."""
+shapes, seconds; benchmarks/bench_gpu.py checks the real shapes and times them. Each check is also fed a
+deliberately wrong kernel on CPU (unmarked tests at the end), so it is shown to fail when its subject is
+broken."""
 import pytest
 import torch
-
-pytestmark = pytest.mark.gpu
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 FLOOR = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
@@ -26,6 +26,7 @@ def _check(fast, twin, leaves, up, dtype):
         assert ea <= max(2 * eb, FLOOR[dtype]), f"output {i}: error {ea:.2e} vs PyTorch {eb:.2e}"
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_kernels_on_cuda_match_float64(dtype):
     from pretrain.kernels import reference, triton_ops
@@ -46,20 +47,25 @@ def test_kernels_on_cuda_match_float64(dtype):
            [rnd(333, 768), rnd(v, 768, scale=0.05), rnd(v, scale=0.1)], up, dtype)
 
 
+@pytest.mark.gpu
 def test_layer_norm_backward_ignores_garbage_after_the_row():
     """Weight and rows followed by NaN/inf in memory (what a masked lane may read on a GPU)."""
-    from pretrain.kernels import reference, triton_ops
-    n, rows = 1000, 64
+    from pretrain.kernels import triton_ops
+    _check_garbage_tail(lambda *a: triton_ops.add_layer_norm(*a, 1e-12), "cuda")
+
+
+def _check_garbage_tail(add_layer_norm, device, n=1000, rows=64):
+    from pretrain.kernels import reference
 
     def tail(t):
-        buf = torch.full((t.numel() + 1024,), float("nan"), device="cuda", dtype=t.dtype)
+        buf = torch.full((t.numel() + 1024,), float("nan"), device=device, dtype=t.dtype)
         buf[t.numel() + 1::2] = float("inf")
         buf[:t.numel()] = t.reshape(-1)
         return buf[:t.numel()].view(t.shape)
-    x, r, dy = (torch.randn(rows, n, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    w, b = torch.randn(n, device="cuda", dtype=torch.bfloat16), torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    x, r, dy = (torch.randn(rows, n, device=device, dtype=torch.bfloat16) for _ in range(3))
+    w, b = torch.randn(n, device=device, dtype=torch.bfloat16), torch.randn(n, device=device, dtype=torch.bfloat16)
     leaves = [tail(t).requires_grad_() for t in (x, r, w, b)]
-    out = triton_ops.add_layer_norm(*leaves, 1e-12)
+    out = add_layer_norm(*leaves)
     out.backward(tail(dy))
     for t in [out] + [t.grad for t in leaves]:
         assert torch.isfinite(t).all()
@@ -69,29 +75,74 @@ def test_layer_norm_backward_ignores_garbage_after_the_row():
     torch.testing.assert_close(out.float(), want, atol=3e-2, rtol=3e-2)
 
 
+@pytest.mark.gpu
 def test_model_step_triton_equals_torch_path_on_cuda():
     from pretrain import kernels
-    from pretrain.modeling import LinkBertForPreTraining, model_config
-    torch.manual_seed(0)
-    cfg = model_config("tiny", num_hidden_layers=2, hidden_size=256, num_attention_heads=4, intermediate_size=1024,
-                       vocab_size=1000, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    model = LinkBertForPreTraining(cfg, fused_mlm_loss=True, ce_chunk_size=256).cuda()
-    ids = torch.randint(5, 1000, (4, 64), device="cuda")
-    mask = torch.ones_like(ids)
-    mask[1, 40:] = 0
-    pos = torch.randint(1, 40, (4, 10), device="cuda")
-    labels = torch.randint(5, 1000, (4, 10), device="cuda")
-    rel = torch.tensor([0, 1, 2, 1], device="cuda")
     res = {}
     for mode in ("torch", "triton"):
         kernels.set_kernel_mode(mode)
         try:
-            model.zero_grad()
-            out = model(ids, mask, masked_positions=pos, masked_labels=labels, relation_labels=rel)
-            out.loss.backward()
-            res[mode] = (out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+            res[mode] = _model_step("cuda")
         finally:
             kernels.set_kernel_mode("auto")
-    torch.testing.assert_close(res["triton"][0], res["torch"][0], atol=1e-4, rtol=1e-4)
-    for n, g in res["torch"][1].items():
-        torch.testing.assert_close(res["triton"][1][n], g, atol=1e-4, rtol=2e-3, msg=lambda m, n=n: f"{n}: {m}")
+    _assert_same_step(res["triton"], res["torch"])
+
+
+def _model_step(device):
+    """(loss, {name: grad}) of one forward/backward of a small model with the fused MLM loss."""
+    from pretrain.modeling import LinkBertForPreTraining, model_config
+    torch.manual_seed(0)
+    cfg = model_config("tiny", num_hidden_layers=2, hidden_size=256, num_attention_heads=4, intermediate_size=1024,
+                       vocab_size=1000, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = LinkBertForPreTraining(cfg, fused_mlm_loss=True, ce_chunk_size=256).to(device)
+    ids = torch.randint(5, 1000, (4, 64), device=device)
+    mask = torch.ones_like(ids)
+    mask[1, 40:] = 0
+    pos = torch.randint(1, 40, (4, 10), device=device)
+    labels = torch.randint(5, 1000, (4, 10), device=device)
+    rel = torch.tensor([0, 1, 2, 1], device=device)
+    out = model(ids, mask, masked_positions=pos, masked_labels=labels, relation_labels=rel)
+    out.loss.backward()
+    return out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _assert_same_step(got, want):
+    torch.testing.assert_close(got[0], want[0], atol=1e-4, rtol=1e-4)
+    for n, g in want[1].items():
+        torch.testing.assert_close(got[1][n], g, atol=1e-4, rtol=2e-3, msg=lambda m, n=n: f"{n}: {m}")
+
+
+# --- the same checks fed deliberately wrong kernels on CPU: each must fail ---------------------------------
+
+def test_float64_check_catches_a_wrong_kernel_on_cpu():
+    from pretrain.kernels import reference
+    torch.manual_seed(0)
+    leaves, up = [torch.randn(64, 256) * 2, torch.randn(256)], torch.randn(64, 256)
+    _check(reference.bias_gelu, reference.bias_gelu, leaves, up, torch.float32)   # the right kernel passes
+    for wrong, what in ((lambda x, b: reference.bias_gelu(x, b) * 1.01, "error"),      # 1% off
+                        (lambda x, b: reference.bias_gelu(x, b) / (x != x[0, 0]), "NaN/inf")):  # one inf
+        with pytest.raises(AssertionError, match=what):
+            _check(wrong, reference.bias_gelu, leaves, up, torch.float32)
+
+
+def test_garbage_tail_check_catches_a_kernel_reading_past_the_row_on_cpu():
+    from pretrain.kernels import reference
+    _check_garbage_tail(lambda *a: reference.add_layer_norm(*a, 1e-12), "cpu", n=100, rows=8)
+
+    def reads_one_past(x, r, w, b):   # the weight vector read one element too far: the NaN after it
+        w_over = torch.as_strided(w, (w.numel() + 1,), (1,))
+        return reference.add_layer_norm(x, r, w, b, 1e-12) + w_over[-1] * 0
+    with pytest.raises(AssertionError):
+        _check_garbage_tail(reads_one_past, "cpu", n=100, rows=8)
+
+
+def test_model_step_comparison_catches_one_wrong_gradient_on_cpu():
+    want = _model_step("cpu")
+    loss, grads = _model_step("cpu")
+    _assert_same_step((loss, grads), want)   # the same computation passes
+    # one kernel's backward 1% off in one parameter (the one with the largest gradient: the tolerance
+    # atol=1e-4 would let a 1% error through where gradients are below ~1e-2)
+    name = max(grads, key=lambda n: grads[n].abs().max().item())
+    grads[name] = grads[name] * 1.01
+    with pytest.raises(AssertionError, match=name):
+        _assert_same_step((loss, grads), want)
