@@ -4,6 +4,7 @@ In-process: every DeepSpeedEngine built during the run is recorded, so the test 
 actually trained (and that the engine took the optimizer steps), not only that a run finished.
 """
 import json
+import os
 
 import pytest
 
@@ -20,6 +21,7 @@ def engines(monkeypatch):
     """The DeepSpeedEngine objects built while the test runs (one rank of a one-process 'launch')."""
     from deepspeed.runtime.engine import DeepSpeedEngine
 
+    environ = dict(os.environ)   # accelerate sets ACCELERATE_USE_DEEPSPEED=true and never unsets it
     made = []
     init = DeepSpeedEngine.__init__
 
@@ -35,7 +37,8 @@ def engines(monkeypatch):
 
     for module in (ds_groups, ds_comm):
         for name, value in list(vars(module).items()):
-            if name in ("mpu", "cdb") or name.endswith("_backend") or (name.lstrip("_").isupper() and isinstance(value, (dict, type(None)))):
+            state = name.lstrip("_").isupper() and isinstance(value, (dict, type(None)))
+            if state or name in ("mpu", "cdb") or name.endswith("_backend"):
                 monkeypatch.setattr(module, name, dict(value) if isinstance(value, dict) else value)
     for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(procs.free_port()), "RANK": "0",
                  "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "DS_ACCELERATOR": "cpu"}.items():
@@ -47,6 +50,9 @@ def engines(monkeypatch):
     from accelerate.state import AcceleratorState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    for k in set(os.environ) - set(environ):
+        del os.environ[k]
+    os.environ.update(environ)
     unset_hf_deepspeed_config()
     AcceleratorState._reset_state(reset_partial_state=True)
     if dist.is_initialized():
