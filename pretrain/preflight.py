@@ -17,7 +17,13 @@ from pathlib import Path
 
 from data_prep.errors import PrepError
 from data_prep.shards import Manifest
-from data_prep.verify import VerifyReport, manifest_attrs, manifest_problems, tokenizer_vocab_sha256, verify_shards
+from data_prep.verify import (
+    VerifyReport,
+    manifest_attrs,
+    manifest_problems,
+    tokenizer_vocab_sha256,
+    verify_shards,
+)
 from pretrain.config import ConfigError, RunConfig, check_batch
 from pretrain.errors import PretrainError
 from pretrain.storage import (
@@ -253,6 +259,10 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
         report.problem(e)
         gb = None
     report.lines.append(devices_line(world))
+    if t.output:   # checkpoints must not land in a dataset (nor a dataset sit in a run folder)
+        from pretrain.run_guard import folder_problems
+        for p in folder_problems(t.output, d.paths):
+            report.problem(p)
     datasets = load_datasets(d.paths, report)
     if not datasets:
         return report
@@ -324,10 +334,8 @@ def dataset_problems(datasets: list[DatasetInfo], ignore_unlisted: bool, report:
 
 
 def guard_output(cfg: RunConfig, rank: int, gb: int | None, report: PreflightReport) -> None:
-    """--output against the --data folders, and (rank 0) who holds its lock."""
+    """Rank 0 (and --dry-run): who holds the lock of --output."""
     from pretrain import run_guard
-    for p in run_guard.folder_problems(cfg.train.output, cfg.data.paths):
-        report.problem(p)
     if rank == 0:
         probs, line = run_guard.lock_line(cfg.train.output)
         report.lines.append(line)
