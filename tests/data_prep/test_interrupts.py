@@ -14,8 +14,8 @@ from data_prep import build as build_mod
 from data_prep.cli import main as prep_main
 from data_prep.converters import common
 from data_prep.corpus import iter_lines, parse_line
-from tests.data_prep.build_checks import JARGON
 from tests.conftest import FIXTURES
+from tests.data_prep.build_checks import JARGON
 from tests.procs import child_env, kill_tree, wait_for
 
 
