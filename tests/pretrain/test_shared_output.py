@@ -31,7 +31,7 @@ def test_second_trainer_refused_and_ctrl_c_saves(tmp_path):
     try:
         wait_for(lambda: len(_steps(out)) >= 2 or first.poll() is not None, 180, 0.2, "the first run's steps")
         assert first.poll() is None, log_path.read_text()[-3000:]
-        second = run(cmd, timeout=120, check=False, env=env)
+        second = run(cmd, timeout=120, check=False, env=child_env(MASTER_PORT=str(free_port())))
         errors = [x for x in second.stdout.splitlines() if "error" in x.lower() or "Traceback" in x]
         assert second.returncode == 3 and len(errors) == 1, second.stdout[-3000:]
         assert f"pid {first.pid}" in errors[0] and "--force-unlock" in errors[0]
