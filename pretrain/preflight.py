@@ -305,7 +305,7 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
         for x in probs:
             report.problem(x)
     if t.output:
-        guard_output(cfg, rank, gb, report)
+        guard_output(cfg, rank, report)
         probs, line = check_resume(t.output, datasets, vocab_size)
         report.lines.append(line)
         for x in probs:
@@ -333,7 +333,7 @@ def dataset_problems(datasets: list[DatasetInfo], ignore_unlisted: bool, report:
                 report.problem(p)
 
 
-def guard_output(cfg: RunConfig, rank: int, gb: int | None, report: PreflightReport) -> None:
+def guard_output(cfg: RunConfig, rank: int, report: PreflightReport) -> None:
     """Rank 0 (and --dry-run): who holds the lock of --output."""
     from pretrain import run_guard
     if rank == 0:
