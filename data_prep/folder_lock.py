@@ -152,6 +152,13 @@ class FolderLock:
 
     # ------------------------------------------------------------------------------------- acquire
     def acquire(self, force: bool = False) -> FolderLock:
+        try:
+            return self._acquire(force)
+        except OSError as e:   # an unwritable or missing place: one line, not a traceback
+            raise PrepError(f"{self.subject}: cannot create the lock file {self.path} ({e.strerror or e}); choose "
+                            "a writable place") from None
+
+    def _acquire(self, force: bool) -> FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = Owner(_host(), os.getpid(), _proc_start(os.getpid()), time.time(), self.lease_s, uuid.uuid4().hex,
                    self.what)

@@ -14,7 +14,8 @@ import os
 import socket
 from pathlib import Path
 
-from data_prep.folder_lock import FolderLock, LockHeld, read_owner, run_lock, stale_reason
+from data_prep.errors import PrepError
+from data_prep.folder_lock import FolderLock, read_owner, run_lock, stale_reason
 from pretrain.errors import PretrainError
 
 
@@ -43,7 +44,7 @@ def hold(cfg, rank: int, world: int, dist=None, log=None) -> FolderLock | None:
             _state["lock"] = lock
             if lock.took_over and log is not None:
                 log.warning("took over the lock of --output %s from %s", output, lock.took_over)
-        except LockHeld as e:
+        except PrepError as e:   # LockHeld, or a place where no lock file can be made
             err = str(e)
     if dist is not None and world > 1:
         box = [err]

@@ -140,3 +140,11 @@ def test_lease_env(monkeypatch):
     assert folder_lock.lease_seconds() == 7.0
     monkeypatch.setenv(folder_lock.LEASE_ENV, "junk")
     assert folder_lock.lease_seconds() == folder_lock.DEFAULT_LEASE_S
+
+
+def test_unwritable_place_is_one_line(tmp_path):
+    from data_prep.errors import PrepError
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(PrepError, match="cannot create the lock file") as e:
+        _lock(tmp_path / "afile" / "sub" / ".lock").acquire()
+    assert "\n" not in str(e.value)
