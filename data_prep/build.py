@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import shard_writer, staging
+from data_prep import folder_lock, shard_writer, staging
 from data_prep.assemble import Assembler, Chunks
 from data_prep.corpus import corpus_files, iter_file_lines
 from data_prep.errors import PrepError
@@ -74,6 +74,7 @@ class BuildOptions:
     skip_bad_lines: bool = False
     keep_work: bool = False
     progress: bool = True
+    force_unlock: bool = False
 
     def check(self) -> None:
         if self.max_seq_len < 8:
@@ -134,6 +135,7 @@ def add_arguments(p) -> None:
                    help="skip (and count) invalid JSON/UTF-8, bad fields and duplicate ids instead of failing")
     p.add_argument("--keep-work", action="store_true", help="keep OUT/.work (token files, segment table)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--force-unlock", action="store_true", help=folder_lock.FORCE_HELP)
 
 
 def run(args) -> int:
@@ -287,17 +289,37 @@ def build(opts: BuildOptions, comm=None) -> Manifest:
     opts.check()
     _return_freed_memory()
     comm = comm or world()
-    pool = make_pool(opts.workers)
+    lock = _lock_out(opts, comm)   # before .OUT.building is touched: a second build leaves it alone
     try:
-        return _build(opts, comm, pool)
-    except BaseException:
-        if comm.rank == 0 and not opts.keep_work:
-            staging.discard(staging.staging_dir(Path(opts.out)))   # the finished build at --out is untouched
-        raise
+        pool = make_pool(opts.workers)
+        try:
+            return _build(opts, comm, pool)
+        except BaseException:
+            if comm.rank == 0 and not opts.keep_work:
+                staging.discard(staging.staging_dir(Path(opts.out)))   # the finished build at --out is untouched
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            release_worker_state()  # in-process work (one worker) must not pin this build's files
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        release_worker_state()  # in-process work (one worker) must not pin this build's files
+        if lock is not None:
+            lock.release()
+
+
+def _lock_out(opts: BuildOptions, comm):
+    """Rank 0 takes the lock of --out for the build's life (data_prep.folder_lock); a held lock is the same
+    one-line error on every rank."""
+    held = []
+
+    def take():
+        lock = folder_lock.build_lock(opts.out).acquire(force=opts.force_unlock)
+        held.append(lock)
+        if lock.took_over:
+            print(f"linkbert-prep build: took over the lock of --out {opts.out} from {lock.took_over}",
+                  file=sys.stderr)
+    _on_rank0(comm, take)
+    return held[0] if held else None
 
 
 @dataclass

@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except PrepError as e:   # every user error of this package (ShardError included); bugs keep tracebacks
         print(f"linkbert-prep {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # temporary files are removed on the way out (staging folder, .partial)
+        print(f"linkbert-prep {args.command}: interrupted (Ctrl-C): temporary files removed, a previous output "
+              "left as it was", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

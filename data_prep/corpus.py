@@ -41,6 +41,7 @@ SELF_LINK = "self_link"
 REPEATED = "repeated"
 LINK_DROP_REASONS = (MISSING_TARGET, SELF_LINK, REPEATED)
 
+BOM = b"\xef\xbb\xbf"   # the UTF-8 byte-order mark
 SKIP_HINT = "or pass --skip-bad-lines to skip such lines (they are counted in the manifest)"
 
 
@@ -86,7 +87,9 @@ def iter_file_lines(fi: int, path: Path) -> Iterator[tuple[int, int, bytes]]:
         try:
             with open_binary(path, raw) as f:
                 for lineno, line in enumerate(f, 1):
-                    if line.strip():
+                    if lineno == 1 and line.startswith(BOM):   # Windows editors start UTF-8 files with one
+                        line = line[len(BOM):]
+                    if line.strip():   # CRLF line ends are JSON whitespace: parse_line takes them as they are
                         yield fi, lineno, line
         except (OSError, EOFError, zlib.error) as e:  # truncated .gz, bad gzip/bz2 stream, I/O error
             where = f"after line {lineno}" if lineno else "before the first line"

@@ -108,6 +108,9 @@ def die_with_parent(parent_pid: int) -> None:
             pass
     if os.getppid() != parent_pid:
         os._exit(1)
+    # Ctrl-C reaches the whole foreground process group: the parent alone reacts (one line, its pool shut
+    # down, temporary files removed); a worker's KeyboardInterrupt traceback would only add noise
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
         while os.getppid() == parent_pid:
@@ -117,9 +120,34 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
+class _QuietSpawnProcess(mp.get_context("spawn").Process):
+    """A spawn worker started with SIGINT ignored (kept across exec, and Python then installs no
+    KeyboardInterrupt handler): Ctrl-C reaches the whole foreground group, and only the parent must act
+    on it, also while a worker is still starting up."""
+
+    def start(self):
+        import signal
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return super().start()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return super().start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class _QuietSpawnContext(type(mp.get_context("spawn"))):
+    Process = _QuietSpawnProcess
+
+
+def spawn_context():
+    return _QuietSpawnContext()
+
+
 def spawn_pool(workers: int):
     """A multiprocessing Pool (spawn) whose workers die with this process (converters use it)."""
-    return mp.get_context("spawn").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
+    return spawn_context().Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
 
 
 def make_pool(workers: int):
@@ -134,7 +162,7 @@ def make_pool(workers: int):
     """
     if workers <= 1:
         return None
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+    return ProcessPoolExecutor(max_workers=workers, mp_context=spawn_context(),
                                initializer=die_with_parent, initargs=(os.getpid(),))
 
 

@@ -98,8 +98,42 @@ class VerifyReport:
 FIX = "restore the file or rebuild with `linkbert-prep build`"
 
 
-def check_shard(entry: ShardEntry, mode: str = "full", hash_it: bool = True) -> ShardResult:
-    """One shard against its manifest entry (``path`` absolute, read through ``Manifest.read``)."""
+def manifest_attrs(m: Manifest) -> dict:
+    """What the manifest says that every shard also records in its attributes (None: not recorded)."""
+    sp = m.special_ids
+    out = {"max_seq_len": m.max_seq_len, "vocab_size": sp.vocab_size if sp else m.vocab_size}
+    for k in ("cls_id", "sep_id", "pad_id", "mask_id"):
+        out[k] = getattr(sp, k) if sp else None
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def unlisted_shards(m: Manifest) -> list[Path]:
+    """Shard files (``*.h5``) in the dataset folder that the manifest does not name."""
+    named = {Path(s.path).resolve() for s in m.shards}
+    return sorted(p for p in m._folder().glob("*.h5") if p.resolve() not in named)
+
+
+def manifest_problems(m: Manifest) -> list[str]:
+    """Where the manifest contradicts itself or its folder: pair totals that are not the sum of the shards'
+    entries, shard files it does not name (each one line)."""
+    from data_prep.shards import MANIFEST
+    where = m._folder() / MANIFEST
+    out = []
+    total = (m.stats.get("pairs") or {}).get("total") if isinstance(m.stats.get("pairs"), dict) else None
+    if isinstance(total, int) and total != m.num_pairs:
+        out.append(f"{where}: stats.pairs.total is {total} but its shard entries hold {m.num_pairs} pairs (a shard "
+                   f"entry was removed or edited); restore the manifest or rebuild with `linkbert-prep build`")
+    extra = unlisted_shards(m)
+    if extra:
+        names = ", ".join(p.name for p in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        out.append(f"{m._folder()}: shard file(s) {names} not named in {MANIFEST} (an entry removed by hand, or a "
+                   "file copied in); restore the manifest, rebuild, or move the file(s) out")
+    return out
+
+
+def check_shard(entry: ShardEntry, mode: str = "full", hash_it: bool = True, expect: dict | None = None) -> ShardResult:
+    """One shard against its manifest entry (``path`` absolute, read through ``Manifest.read``) and, with
+    ``expect`` (``manifest_attrs``), against what the manifest says every shard records."""
     import h5py
 
     from data_prep.shards import DATASETS, ShardError, check_shard_attrs, sha256_file
@@ -117,7 +151,12 @@ def check_shard(entry: ShardEntry, mode: str = "full", hash_it: bool = True) -> 
         return res
     try:
         with h5py.File(path, "r") as f:
-            check_shard_attrs(path, f.attrs)
+            attrs = check_shard_attrs(path, f.attrs)
+            for k, want in (expect or {}).items():
+                if attrs.get(k) != want:
+                    res.problem = (f"{path}: attribute {k}={attrs.get(k)} but the manifest says {want} (the manifest "
+                                   f"was edited, or this shard is from another build); {FIX}")
+                    return res
             missing = [k for k in DATASETS if k not in f]
             if missing:
                 res.problem = f"{path}: datasets {missing} missing; {FIX}"
@@ -160,7 +199,7 @@ def default_workers() -> int:
 
 
 def verify_shards(shards: list[ShardEntry], mode: str = "full", workers: int | None = None,
-                  part: tuple[int, int] = (0, 1)) -> VerifyReport:
+                  part: tuple[int, int] = (0, 1), expect: list[dict | None] | None = None) -> VerifyReport:
     """Check ``shards`` (manifest entries with absolute paths) in parallel threads.
 
     ``part=(rank, world)``: size and pair count of every shard, sha256 only of shards rank, rank+world, ...
@@ -170,7 +209,8 @@ def verify_shards(shards: list[ShardEntry], mode: str = "full", workers: int | N
     rank, world = part
     t0 = time.perf_counter()
     workers = workers or default_workers()
-    jobs = [(s, mode, i % world == rank) for i, s in enumerate(shards)]
+    expect = expect or [None] * len(shards)
+    jobs = [(s, mode, i % world == rank, e) for i, (s, e) in enumerate(zip(shards, expect))]
     report = VerifyReport(mode, shards=len(shards))
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs) or 1))) as ex:
         for res in ex.map(lambda j: check_shard(*j), jobs):
@@ -197,7 +237,8 @@ def verify_dataset(dataset_dir: str | Path, mode: str = "full", workers: int | N
 def verify_manifest(m: Manifest, mode: str = "full", workers: int | None = None) -> VerifyReport:
     """``verify_dataset`` of a manifest already read."""
     from data_prep.shards import MANIFEST
-    report = verify_shards(m.shards, mode, workers)
+    report = verify_shards(m.shards, mode, workers, expect=[manifest_attrs(m)] * len(m.shards))
+    report.problems.extend(manifest_problems(m))
     want = m.vocab_sha256
     tdir = m.tokenizer_copy()
     if not want:

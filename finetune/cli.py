@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     except FinetuneError as e:
         print(f"linkbert-finetune: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("linkbert-finetune: interrupted (Ctrl-C): no metrics written (temporary files removed)", file=sys.stderr)
+        return 130
 
 
 def entry() -> None:

@@ -14,11 +14,12 @@ from finetune.errors import FinetuneError
 
 
 def _open_text(path: Path):
+    """Text of a task file; utf-8-sig drops a leading byte-order mark (Windows editors write one)."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
     if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return bz2.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -241,7 +241,7 @@ def run_finetune(args: FinetuneArgs) -> dict:
         if args.save_model:
             trainer.save_model(str(out_dir))
     all_metrics, split_predictions = _evaluate_splits(trainer, encoded, info)
-    info["notes"] = list(args.notes)
+    info["notes"] = list(args.notes) + [n for s in encoded.values() for n in s.notes]
     if trainer.is_world_process_zero():   # under a distributed launch only rank 0 writes
         _write_outputs(out_dir, all_metrics, split_predictions, info)
     _cleanup_distributed()
@@ -348,8 +348,12 @@ def _write_outputs(out_dir: Path, all_metrics: dict, split_predictions: dict, in
 
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
+        tmp.replace(path)
+    except BaseException:   # Ctrl-C or a full disk: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _cleanup_distributed() -> None:

@@ -33,7 +33,8 @@ def write_files(plan: Plan) -> None:
 
 def submit(plan: Plan, parsable: bool, out=None) -> str:
     """Run sbatch; print `Submitted batch job ID` as sbatch does, or the id alone with --parsable."""
-    proc = subprocess.run(plan.argv, capture_output=True, text=True, timeout=120, env={**os.environ, **plan.env})
+    proc = subprocess.run(plan.argv, capture_output=True, text=True, timeout=120, env={**os.environ, **plan.env},
+                          preexec_fn=_stop_with_parent())   # an sbatch left alone when we die would still submit
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().splitlines()
         raise LaunchError(f"sbatch refused the job ({msg[-1] if msg else f'exit {proc.returncode}'}); "

@@ -19,7 +19,6 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +195,13 @@ def to_universal(folder: Path, workers: int = 2, timeout: float = 3600) -> Path:
     worker pools). Returns the universal step folder."""
     dest = universal_dir(folder)
     shutil.rmtree(dest.parent, ignore_errors=True)
-    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(folder),
-           "--output_folder", str(dest), "--inject_missing_state", "--num_extract_workers", str(workers),
-           "--num_merge_workers", str(workers)]
+    from data_prep.process import dies_with_parent, tied_module_argv
+    # the converter and its worker processes die with this rank (SIGKILL, node loss): no orphans
+    cmd = tied_module_argv("deepspeed.checkpoint.ds_to_universal", [
+        "--input_folder", str(folder), "--output_folder", str(dest), "--inject_missing_state",
+        "--num_extract_workers", str(workers), "--num_merge_workers", str(workers)])
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=dies_with_parent())
     except subprocess.TimeoutExpired:
         raise CheckpointError(f"{folder}: conversion to a universal checkpoint took over {timeout:.0f}s") from None
     if p.returncode != 0 or not (dest / "zero").is_dir():

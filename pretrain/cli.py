@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="run every start-up check (vocabulary, shard hashes, pair counts, held-out size, batch "
                         "arithmetic, devices, output free space), print them and exit: non-zero on a problem")
+    p.add_argument("--force-unlock", action="store_true",
+                   help="take the lock of --output from another run that holds it (only when you know that run is "
+                        "gone: a live run on another host would go on writing); see docs/pretrain.md")
     p.add_argument("--world", type=int, metavar="N",
                    help="with --dry-run: the number of ranks the job will have (default: the launcher's, else 1)")
     # deepspeed's launcher appends --local_rank=N; the rank is read from the environment instead
@@ -113,8 +116,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("no output folder: pass --output DIR")
         if args.dry_run:
             return dry_run(cfg, args.world)
-        from pretrain import trainer
-        return trainer.train(cfg)
+        from pretrain import run_guard, trainer
+        run_guard.request_force_unlock(args.force_unlock)
+        try:
+            return trainer.train(cfg)
+        finally:
+            run_guard.release()
+    except KeyboardInterrupt:   # Ctrl-C before the step loop (it saves and exits 0 once training runs)
+        print("linkbert-pretrain: interrupted (Ctrl-C) before training started: nothing was saved", file=sys.stderr)
+        return 130
     except (ConfigError, ModelConfigError) as e:
         print(f"linkbert-pretrain: error: {e}", file=sys.stderr)
         return 2

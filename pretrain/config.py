@@ -42,6 +42,7 @@ class DataConfig:
     prefetch: int = 8                      # micro-batches read ahead by the background reader
     cache_mb: int = 256                    # HDF5 chunk cache per dataset folder, split across its shards
     verify: str = "full"                   # shard check at start-up: full (sha256) | quick (HDF5 ends) | none
+    ignore_unlisted: bool = False          # train on the manifest's shards when other shard files sit beside them
 
 
 @dataclass

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from data_prep.errors import PrepError
 from data_prep.shards import Manifest
-from data_prep.verify import VerifyReport, tokenizer_vocab_sha256, verify_shards
+from data_prep.verify import (
+    VerifyReport,
+    manifest_attrs,
+    manifest_problems,
+    tokenizer_vocab_sha256,
+    verify_shards,
+)
 from pretrain.config import ConfigError, RunConfig, check_batch
 from pretrain.errors import PretrainError
 from pretrain.storage import (
@@ -44,6 +50,7 @@ class PreflightReport:
     problems: list[PretrainError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     vocab_sha256: str | None = None   # the data's vocabulary (for the checkpoint's run.json)
+    model_config: dict | None = None  # the config of the model this run builds (check_model)
 
     @property
     def ok(self) -> bool:
@@ -169,14 +176,17 @@ def check_held_out(held_out: int, total_pairs: int, paths) -> str | None:
 def check_shards(datasets: list[DatasetInfo], mode: str, part: tuple[int, int] = (0, 1),
                  workers: int | None = None) -> VerifyReport:
     shards = [s for d in datasets for s in d.manifest.shards]
-    return verify_shards(shards, mode, workers, part)
+    expect = [manifest_attrs(d.manifest) for d in datasets for _ in d.manifest.shards]
+    return verify_shards(shards, mode, workers, part, expect)
 
 
 # ------------------------------------------------------------------------------------ model and output
 
-def check_model(cfg: RunConfig, vocab_size: int, max_seq_len: int | None) -> tuple[int | None, list[str], str]:
+def check_model(cfg: RunConfig, vocab_size: int, max_seq_len: int | None,
+                report: PreflightReport | None = None) -> tuple[int | None, list[str], str]:
     """(parameters, problems, a line) for the model the run will train, built on the meta device (no
-    memory, no weights read): its vocabulary size and positions against the data's."""
+    memory, no weights read): its vocabulary size and positions against the data's. Its config goes to
+    ``report.model_config`` (what a resumed checkpoint's is compared with)."""
     import torch
 
     from pretrain.modeling import LinkBertForPreTraining, model_config
@@ -187,6 +197,8 @@ def check_model(cfg: RunConfig, vocab_size: int, max_seq_len: int | None) -> tup
     except PretrainError as e:
         return None, [str(e)], f"model: {what} (unreadable)"
     problems = []
+    if report is not None:
+        report.model_config = mc.to_dict()
     if mc.vocab_size != vocab_size:
         problems.append(f"{what} has vocab_size {mc.vocab_size} but the data was built with a {vocab_size}-token "
                         "vocabulary; rebuild the data with that model's tokenizer")
@@ -247,6 +259,10 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
         report.problem(e)
         gb = None
     report.lines.append(devices_line(world))
+    if t.output:   # checkpoints must not land in a dataset (nor a dataset sit in a run folder)
+        from pretrain.run_guard import folder_problems
+        for p in folder_problems(t.output, d.paths):
+            report.problem(p)
     datasets = load_datasets(d.paths, report)
     if not datasets:
         return report
@@ -272,6 +288,7 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
     report.notes.extend(vr.notes)
     for p in vr.problems:
         report.problem(p)
+    dataset_problems(datasets, d.ignore_unlisted, report)
     total = sum(x.pairs for x in datasets)
     p = check_held_out(d.held_out, total, [x.path for x in datasets])
     if p:
@@ -283,21 +300,65 @@ def preflight(cfg: RunConfig, rank: int = 0, world: int = 1, workers: int | None
     vocab_size, max_seq_len = data_shape(datasets[0])
     params = None
     if vocab_size:
-        params, probs, line = check_model(cfg, vocab_size, max_seq_len)
+        params, probs, line = check_model(cfg, vocab_size, max_seq_len, report)
         report.lines.append(line)
         for x in probs:
             report.problem(x)
     if t.output:
+        guard_output(cfg, rank, report)
         probs, line = check_resume(t.output, datasets, vocab_size)
         report.lines.append(line)
         for x in probs:
             report.problem(x)
+        if not probs:   # the vocabulary already differs: one line is enough
+            resume_settings(cfg, gb, report)
         ck = checkpoint_bytes(t.output, params)
         need = ck + (params or 0) * EXPORT_BYTES_PER_PARAM if ck else None
         errs, line = check_output(t.output, need)
         report.lines.append(line)
         report.problems.extend(errs)
     return report
+
+
+def dataset_problems(datasets: list[DatasetInfo], ignore_unlisted: bool, report: PreflightReport) -> None:
+    """Manifest totals that do not add up, and shard files the manifest does not name (refused unless
+    data.ignore_unlisted)."""
+    for ds in datasets:
+        for p in manifest_problems(ds.manifest):
+            if "not named in" in p and ignore_unlisted:
+                report.notes.append(p.split(";")[0] + "; ignored (data.ignore_unlisted)")
+            elif "not named in" in p:
+                report.problem(p + " (or pass --data.ignore_unlisted=true to train on the named shards only)")
+            else:
+                report.problem(p)
+
+
+def guard_output(cfg: RunConfig, rank: int, report: PreflightReport) -> None:
+    """Rank 0 (and --dry-run): who holds the lock of --output."""
+    from pretrain import run_guard
+    if rank == 0:
+        probs, line = run_guard.lock_line(cfg.train.output)
+        report.lines.append(line)
+        for p in probs:
+            report.problem(p)
+
+
+def resume_settings(cfg: RunConfig, gb: int | None, report: PreflightReport) -> None:
+    """The model shape and global batch of the checkpoint a rerun resumes from, against this config."""
+    from pretrain import checkpoint as ckpt
+    from pretrain import run_guard
+    last = ckpt.latest_complete(cfg.train.output)
+    if last is None:
+        return
+    try:
+        meta = ckpt.read_meta(last)
+    except PretrainError:
+        return   # reported by check_resume
+    what = f"--init-from {cfg.model.init_from}" if cfg.model.init_from else f"model {cfg.model.name}"
+    probs, warns = run_guard.settings_problems(last, meta, report.model_config, gb, what)
+    for p in probs:
+        report.problem(p)
+    report.notes.extend(warns)
 
 
 def data_shape(ds: DatasetInfo) -> tuple[int | None, int | None]:

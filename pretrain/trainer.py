@@ -24,7 +24,7 @@ import torch
 
 from data_prep.shards import has_tokenizer
 from pretrain import checkpoint as ckpt
-from pretrain import faults
+from pretrain import faults, run_guard
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
 from pretrain.data import BatchLoader, PretrainData
 from pretrain.engine import build_engine, selection, set_matmul_precision, setup_distributed
@@ -42,15 +42,19 @@ class TrainingError(PretrainError):
 
 
 class StopFlag:
-    """SIGTERM / SIGUSR1 (cluster preemption) ask for a save and exit 0; every rank acts on it at the
-    next logged step (metrics.log_every, 1 by default), where the ranks agree on it."""
+    """SIGTERM / SIGUSR1 (cluster preemption) and Ctrl-C (SIGINT) ask for a save and exit 0; every rank acts
+    on it at the next logged step (metrics.log_every, 1 by default), where the ranks agree on it. A second
+    Ctrl-C stops at once (pretrain.run_guard.on_ctrl_c: one line, exit 130, no checkpoint)."""
 
-    def __init__(self):
-        self.signum = 0
-        for s in (signal.SIGTERM, signal.SIGUSR1):
+    def __init__(self, announce: bool = True):
+        self.signum, self.announce = 0, announce
+        for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(s, self._handle)
 
     def _handle(self, signum, frame):
+        from pretrain import run_guard
+        if signum == signal.SIGINT:
+            run_guard.on_ctrl_c(self.signum == signal.SIGINT, self.announce)
         self.signum = signum
 
 
@@ -121,6 +125,7 @@ def train(cfg: RunConfig) -> int:
     t, out = cfg.train, Path(cfg.train.output)
     if not t.output:
         raise ConfigError("no output folder: pass --output DIR")
+    run_guard.hold(cfg, rank, world, dist, log)   # rank 0 owns --output for the run's life (one line if not)
     # vocabulary identity, shard sizes/pair counts/hashes, held-out size, output space: seconds, before step 1
     checked = check_or_raise(cfg, rank, world, dist, log)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +205,7 @@ class Loop:
         self.cfg, self.engine, self.scheduler, self.data = cfg, engine, scheduler, data
         self.rank, self.world, self.device, self.tok_dir, self.sel, self.prog = rank, world, device, tok_dir, sel, prog
         self.out = Path(t.output)
-        self.stop = StopFlag()
+        self.stop = StopFlag(announce=rank == 0)
         self.loader = BatchLoader(data, t.micro_batch_size, rank, world, start=start, prefetch=cfg.data.prefetch,
                                   pin_memory=device.type == "cuda")
         self.writer = (MetricsWriter(self.out, prog.step, t.max_steps, cfg.metrics.tensorboard, cfg.metrics.progress)

@@ -17,8 +17,8 @@ class PrepareError(FinetuneError):
 
 def open_text(path: Path):
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def read_lines(path: Path) -> list[str]:

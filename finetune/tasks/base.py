@@ -46,6 +46,7 @@ class Split:
     extra: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)   # skipped/truncated things, reported in run_info
     first_ids: dict[str, list[str]] = field(default_factory=dict)   # count name -> ids of its first rows
+    notes: list[str] = field(default_factory=list)   # what a user must know about this split (run_info notes)
 
     def note_ids(self, count: str, ids: list[str], keep: int = 5) -> None:
         """Count `ids` under `count` and keep the first few, so a user can find those rows."""

@@ -104,6 +104,8 @@ class QATask(Task):
                     counts=counts)
         # dropped from training, counted; the first ids (in file order) let a user find and fix them
         out.note_ids("answer_not_at_answer_start", [rows[i]["id"] for i in sorted(bad_rows)])
+        if split != "train" and has_gold:
+            _note_unanswerable(out, rows)
         return out
 
     def decode(self, split, logits):
@@ -133,6 +135,17 @@ class QATask(Task):
     def score(self, split, predictions):
         golds = {r["id"]: r["answers"]["text"] for r in split.rows}
         return M.squad_scores(predictions, golds)
+
+
+def _note_unanswerable(out: Split, rows) -> None:
+    """Evaluation questions none of whose gold texts occurs in the context: counted, first ids kept, and a
+    note that they are scored as misses (the official SQuAD/MRQA scripts score them so: no span matches)."""
+    ids = [r["id"] for r in rows if not any(t in r["context"] for t in r["answers"]["text"])]
+    out.note_ids("answer_not_in_context", ids)
+    if ids:
+        out.notes.append(f"{out.name}: {len(ids)} of {len(rows)} question(s) have no gold answer text in their "
+                         f"context (first {', '.join(map(str, ids[:5]))}): no span can match, they are scored as "
+                         "misses, as the official evaluation scripts do")
 
 
 def _token_span(offs, start_char: int, end_char: int):

@@ -195,3 +195,18 @@ def test_inspect_reports_startup_checks_and_fails_on_a_problem(copy, capsys):
     assert prep_main(["inspect", str(copy), "--num-pairs", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "shard_00001.h5" in err[0] and "truncated" in err[0]
+
+
+def test_verify_catches_a_lying_manifest(copy, capsys):
+    """Fields a shard records itself (max_seq_len here) and a removed shard entry fail verify by name."""
+    m = _manifest(copy)
+    m["max_seq_len"] = 128   # the shards are 64 wide
+    (copy / "manifest.json").write_text(json.dumps(m))
+    assert prep_main(["verify", str(copy), "--mode", "none"]) == 2
+    assert "attribute max_seq_len=64 but the manifest says 128" in capsys.readouterr().err
+    m["max_seq_len"] = 64
+    gone = m["shards"].pop()
+    (copy / "manifest.json").write_text(json.dumps(m))
+    report = verify_dataset(copy, "none")
+    assert len(report.problems) == 2, report.problems
+    assert "stats.pairs.total" in report.problems[0] and f"{gone['path']} not named in" in report.problems[1]
