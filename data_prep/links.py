@@ -160,18 +160,20 @@ def _neighbours(opts: LinksOptions, files, index: CorpusIndex, work: Path):
         for _ in texts():
             pass
         return ids, None
+    # with own links or edges some neighbours may be linked already: keep spares to add k new ones
+    width = opts.k + (similarity.EXTRA if opts.merge or opts.from_edges else 0)
     if opts.method == "dense":
         emb = similarity.embed(texts(), opts.model, progress=opts.progress)
         _enough(ids, files)
         return ids, similarity.dense_neighbours(
-            emb, opts.k, opts.workers, similarity.DENSE_EXACT_MAX_DOCS if opts.exact_max_docs is None
+            emb, width, opts.workers, similarity.DENSE_EXACT_MAX_DOCS if opts.exact_max_docs is None
             else opts.exact_max_docs, opts.progress)
     counts = similarity.term_counts(texts())
     _enough(ids, files)
     weights = similarity.tfidf_weights(counts) if opts.method == "tfidf" else similarity.bm25_weights(counts)
     del counts
     return ids, similarity.sparse_neighbours(
-        weights, opts.method, opts.k, work, opts.workers,
+        weights, opts.method, width, work, opts.workers,
         similarity.EXACT_MAX_DOCS if opts.exact_max_docs is None else opts.exact_max_docs, opts.progress)
 
 
