@@ -68,17 +68,29 @@ class LinksOptions:
 
 # ---------------------------------------------------------------------------------------- corpus passes
 
-def _iter_docs(files: list[Path], index: CorpusIndex):
-    """(row, parsed JSON object) of every usable document in input order; bad lines go to ``index``."""
+def _iter_docs(files: list[Path], index: CorpusIndex, batch: int = 1024):
+    """(row, parsed JSON object) of every usable document in input order; bad lines go to ``index``.
+    Ids are added to the index a batch at a time (one vectorised lookup per batch, not per document)."""
+    pending: list = []
+
+    def flush():
+        rows = index.add_batch([p.id for p, _, _ in pending], id_hashes([p.id for p, _, _ in pending]),
+                               [place for _, place, _ in pending])
+        out = [(int(r), json.loads(raw)) for r, (_, _, raw) in zip(rows, pending) if r >= 0]
+        pending.clear()
+        return out
+
     for fi, lineno, raw in iter_lines(files):
         index.lines_in += 1
         p = parse_line(raw)
         if p.reason is not None:
             index.reject(p.reason, files[fi], lineno, p.message)
             continue
-        row = index.add(p.id, files[fi], lineno)
-        if row is not None:
-            yield row, json.loads(raw)
+        pending.append((p, (files[fi], lineno), raw))
+        if len(pending) == batch:
+            yield from flush()
+    if pending:
+        yield from flush()
 
 
 def _doc_text(obj: dict) -> str:
@@ -197,6 +209,7 @@ def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float) -> 
     index2 = CorpusIndex(skip_bad_lines=True)
     tmp = out.with_name(out.name + ".partial")
     f, closers = _open_out(out, tmp)
+    targets: list = []
     try:
         for row, obj in _iter_docs(files, index2):
             links, ssum = _links_of(row, obj, ids, nb, e_tgt[e_ptr[row]:e_ptr[row + 1]], opts, counts)
@@ -204,9 +217,10 @@ def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float) -> 
             obj["links"] = links
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
             outdeg[row] = len(links)
-            if links:
-                t = index.ids.find(id_hashes(links))
-                np.add.at(indegree, t[t >= 0], 1)
+            targets.extend(links)
+            if len(targets) >= 65536:
+                _count_indegree(index, targets, indegree)
+        _count_indegree(index, targets, indegree)
     finally:
         f.close()
         for c in closers:
@@ -216,6 +230,12 @@ def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float) -> 
     Path(str(out) + STATS_SUFFIX).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
     return stats
+
+
+def _count_indegree(index: CorpusIndex, targets: list, indegree: np.ndarray) -> None:
+    t = index.ids.find(id_hashes(targets))
+    indegree += np.bincount(t[t >= 0], minlength=len(indegree))
+    targets.clear()
 
 
 def _links_of(row, obj, ids, nb, edge_targets, opts, counts) -> tuple[list, int]:

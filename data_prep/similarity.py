@@ -138,8 +138,25 @@ def _query_rows(d: sp.csr_matrix, start: int, stop: int, method: str, terms: int
     return q
 
 
+def _prefilter(rows: np.ndarray, vals: np.ndarray, nrows: int, m: int) -> np.ndarray | None:
+    """Positions that can be among their row's ``m`` best: value >= the row's m-th largest (ties kept),
+    found with one partition of a padded [rows, longest row] matrix. None when not worth it."""
+    counts = np.bincount(rows, minlength=nrows)
+    longest = int(counts.max()) if nrows else 0
+    if longest <= 4 * m or longest * nrows > (1 << 24) or np.any(rows[1:] < rows[:-1]):
+        return None
+    pos = np.arange(len(rows)) - np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    pad = np.full((nrows, longest), -np.inf, np.float32)
+    pad[rows, pos] = vals
+    kth = np.partition(pad, longest - m, axis=1)[:, longest - m]
+    return np.flatnonzero(vals >= kth[rows])
+
+
 def top_per_row(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, nrows: int, m: int):
     """Per row (0..nrows-1), the ``m`` best (col, val) by descending val then ascending col; -1 padded."""
+    keep = _prefilter(rows, vals, nrows, m)
+    if keep is not None:
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
     order = np.lexsort((cols, -vals, rows))
     r = rows[order]
     counts = np.bincount(r, minlength=nrows)
@@ -229,7 +246,7 @@ def _sparse_block(job) -> tuple:
 
 def block_rows(n: int, exact: bool) -> int:
     """Rows per query block: a function of N only (never of --workers), for identical output."""
-    return max(16, min(4096, (1 << 22) // max(n, 1))) if exact else 2048
+    return max(16, min(4096, (1 << 22) // max(n, 1))) if exact else 1024
 
 
 def sparse_neighbours(weights: sp.csr_matrix, method: str, k: int, work: Path, workers: int = 1,
