@@ -182,9 +182,9 @@ def _neighbours(opts: LinksOptions, files, index: CorpusIndex, work: Path):
             else opts.exact_max_docs, opts.progress)
     counts = similarity.term_counts(texts())
     _enough(ids, files)
-    weights = similarity.tfidf_weights(counts) if opts.method == "tfidf" else similarity.bm25_weights(counts)
+    weights = [similarity.tfidf_weights(counts) if opts.method == "tfidf" else similarity.bm25_weights(counts)]
     del counts
-    return ids, similarity.sparse_neighbours(
+    return ids, similarity.sparse_neighbours(   # takes the matrix out of the list: freed once on disk
         weights, opts.method, width, work, opts.workers,
         similarity.EXACT_MAX_DOCS if opts.exact_max_docs is None else opts.exact_max_docs, opts.progress)
 

@@ -82,7 +82,7 @@ def tfidf_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
     from sklearn.feature_extraction.text import TfidfTransformer
 
     x = TfidfTransformer(sublinear_tf=True, norm="l2").fit_transform(counts)
-    return x.astype(np.float32).tocsr()
+    return x.astype(np.float32, copy=False).tocsr()
 
 
 def bm25_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
@@ -249,21 +249,32 @@ def block_rows(n: int, exact: bool) -> int:
     return max(16, min(4096, (1 << 22) // max(n, 1))) if exact else 1024
 
 
-def sparse_neighbours(weights: sp.csr_matrix, method: str, k: int, work: Path, workers: int = 1,
-                      exact_max_docs: int = EXACT_MAX_DOCS, progress: bool = False) -> Neighbours:
-    n = weights.shape[0]
-    exact = n <= exact_max_docs
+def save_weights(weights: sp.csr_matrix, work: Path, exact: bool) -> None:
+    """Write the weighted matrix (and, for the pruned search, the capped postings) to ``work`` as .npy
+    files that every worker memory-maps: the caller drops its copy before the search."""
     work.mkdir(parents=True, exist_ok=True)
-    arrays = {"data": weights.data.astype(np.float32), "indices": weights.indices.astype(np.int32),
-              "indptr": weights.indptr.astype(np.int64), "shape": np.array(weights.shape, np.int64),
-              "norm": np.sqrt(np.asarray(weights.multiply(weights).sum(axis=1)).ravel()).astype(np.float32)}
+    norm = np.sqrt(np.asarray(weights.multiply(weights).sum(axis=1)).ravel()).astype(np.float32)
+    for name, a in (("data", weights.data.astype(np.float32, copy=False)),
+                    ("indices", weights.indices.astype(np.int32, copy=False)),
+                    ("indptr", weights.indptr.astype(np.int64, copy=False)),
+                    ("shape", np.array(weights.shape, np.int64)), ("norm", norm)):
+        np.save(work / f"{name}.npy", a)
     if not exact:
         p = _prune_postings(weights, POSTINGS_CAP)
-        arrays.update(p_data=p.data, p_indices=p.indices.astype(np.int32), p_indptr=p.indptr.astype(np.int64))
-        del p
-    for name, a in arrays.items():
-        np.save(work / f"{name}.npy", a)
-    del arrays
+        for name, a in (("p_data", p.data), ("p_indices", p.indices.astype(np.int32, copy=False)),
+                        ("p_indptr", p.indptr.astype(np.int64, copy=False))):
+            np.save(work / f"{name}.npy", a)
+
+
+def sparse_neighbours(weights: sp.csr_matrix | list, method: str, k: int, work: Path, workers: int = 1,
+                      exact_max_docs: int = EXACT_MAX_DOCS, progress: bool = False) -> Neighbours:
+    """``weights``: the matrix, or a one-element list holding it (taken out and freed once saved)."""
+    if isinstance(weights, list):
+        weights = weights.pop()
+    n = weights.shape[0]
+    exact = n <= exact_max_docs
+    save_weights(weights, work, exact)
+    del weights
     step = block_rows(n, exact)
     jobs = [(str(work), method, exact, k, a, min(n, a + step)) for a in range(0, n, step)]
     out_idx = np.full((n, k), -1, np.int32)
