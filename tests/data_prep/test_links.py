@@ -159,11 +159,11 @@ def test_bad_edge_file_is_one_line_or_counted(small, capsys):
 
 def test_dense_runs_with_a_local_model(jargon, minilm_dir):
     tmp, stripped, real, _ = jargon
-    sub = write_jsonl(tmp / "dense_in.jsonl", read_jsonl(stripped)[:40])
+    sub = write_jsonl(tmp / "dense_in.jsonl", read_jsonl(stripped)[:16])
     out = tmp / "dense.jsonl"
     st = make_links(LinksOptions(corpus=[sub], out=str(out), method="dense", k=3, model=str(minilm_dir)))
     got = _links(out)
-    assert len(got) == 40 and all(len(v) == 3 and k not in v for k, v in got.items())
+    assert len(got) == 16 and all(len(v) == 3 and k not in v for k, v in got.items())
     assert st["link_source"]["model"] == str(minilm_dir) and 0 < st["links"]["mean_score"] < DUP_COSINE + 0.1
 
 
