@@ -516,7 +516,7 @@ def _finish(run: _Run, summary: dict, gathered, times) -> Manifest:
                      "linked_sampling": opts.linked_sampling, "partner_segment": opts.partner_segment,
                      "skip_bad_lines": opts.skip_bad_lines, "num_shards": summary["num_shards"]},
             shards=[ShardEntry(Path(p).name, n, sha, Path(p).stat().st_size) for p, n, sha in shards],
-            stats=summary["stats"])
+            stats=summary["stats"], link_sources=_link_sources(run.files))
         manifest.write(out)
     manifest = comm.bcast(manifest)
     comm.barrier()
@@ -527,6 +527,13 @@ def _finish(run: _Run, summary: dict, gathered, times) -> Manifest:
         _report(run, manifest.stats, times)
     comm.barrier()   # every rank returns once --out holds the new build
     return manifest.located(run.final)
+
+
+def _link_sources(files) -> list:
+    """Provenance of links that `linkbert-prep links` gave a corpus file (its stats file beside it)."""
+    from data_prep.links import read_link_source
+
+    return [{"corpus": str(f), **src} for f in files if (src := read_link_source(f)) is not None]
 
 
 def _report(run: _Run, st: dict, times) -> None:

@@ -13,6 +13,7 @@ from data_prep.errors import PrepError
 
 SUBCOMMANDS = {
     "convert": ("data_prep.convert", "turn PubMed XML, Wikipedia dumps or HTML folders into corpus JSONL"),
+    "links": ("data_prep.links", "give a corpus links: each document's k most similar documents and/or an edge list"),
     "build": ("data_prep.build", "tokenize, segment, link and pair a corpus into HDF5 shards"),
     "verify": ("data_prep.verify", "check every shard's size, pair count and sha256 against the manifest"),
     "inspect": ("data_prep.inspect", "show a prepared dataset's stats, decoded pairs and a plot"),

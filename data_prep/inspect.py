@@ -79,6 +79,7 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
     d, lk, p = st["documents"], st["links"], st["pairs"]
     lines.append(f"documents: {d['in']} in, {d['used']} used, skipped {_nonzero(d['skipped'])}")
     lines.append(f"links: {lk['in']} in, {lk['used']} used, dropped {_nonzero(lk['dropped'])}")
+    lines += link_source_lines(m)
     sg = st["segments"]
     lines.append(f"anchors: {sg['total']} {'chunks' if sg.get('segmenting', 'sentences') == 'sentences' else 'segments'}"
                  f" (mean {sg['mean_tokens']:.1f} tokens) of {sg.get('units', sg['total'])} units, tokens {st['tokens']}")
@@ -113,6 +114,31 @@ def inspect_dataset(dataset_dir, num_pairs: int = 3, plot: str | None = None, se
         plot_dataset(dataset_dir, data, m, plot)
         lines.append(f"plot written to {plot}")
     return "\n".join(lines)
+
+
+def link_source_lines(m: Manifest) -> list[str]:
+    """Where the links came from and how their in-degrees spread (similarity graphs grow hubs too)."""
+    if m.link_sources:
+        lines = []
+        for src in m.link_sources:
+            extra = "".join(f", {k} {src[k]}" for k in ("model",) if src.get(k))
+            edges = f", edges from {', '.join(src['edges'])}" if src.get("edges") else ""
+            lines.append(f"link source: {Path(src.get('corpus', '?')).name}: `linkbert-prep links` method "
+                         f"{src.get('method')}, k {src.get('k')}{extra}{edges}"
+                         f"{', own links kept first' if src.get('merge') else ''}")
+    else:
+        lines = ["link source: the corpus's own links"]
+    gpath = Path(m.folder) / m.graph if m.folder is not None else None
+    if gpath is not None and gpath.is_file():
+        indeg = np.load(gpath)["indegree"]
+        if len(indeg):
+            edges = [0, 1, 2, 5, 10, 100, 1000]
+            counts = np.histogram(indeg, bins=[*edges, max(int(indeg.max()), 1000) + 1])[0]
+            names = ["0", "1", "2-4", "5-9", "10-99", "100-999", "1000+"]
+            p50, p99 = np.percentile(indeg, [50, 99])
+            lines.append("in-degree: " + ", ".join(f"{nm} {c}" for nm, c in zip(names, counts) if c)
+                         + f" (median {p50:g}, p99 {p99:g}, max {int(indeg.max())})")
+    return lines
 
 
 def _nonzero(d: dict) -> str:

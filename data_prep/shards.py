@@ -148,6 +148,9 @@ class Manifest:
     stats: dict = field(default_factory=dict)
     docs: str = DOCS
     graph: str = GRAPH
+    # Where the links came from, per corpus file that `linkbert-prep links` made: {"corpus", "method", "k",
+    # "model", "merge", "edges", "exact"}. Empty: the corpora's own links (and manifests older than the field).
+    link_sources: list = field(default_factory=list)
     folder: Path | None = None           # where it was read from (not written)
     timings_s: dict | None = None        # phase times of the build that made it (returned, not written)
 
@@ -227,10 +230,13 @@ class Manifest:
         for key in ("options", "stats"):
             if not isinstance(raw.get(key, {}), dict):
                 raise bad(key, "an object")
+        sources = raw.get("link_sources", [])
+        if not isinstance(sources, list) or not all(isinstance(x, dict) for x in sources):
+            raise bad("link_sources", "a list of objects")
         return cls(shards=shards, max_seq_len=opt_int("max_seq_len", raw.get("max_seq_len")),
                    seed=opt_int("seed", raw.get("seed")), tokenizer=tokenizer, special_ids=special,
                    options=raw.get("options", {}), stats=raw.get("stats", {}),
-                   docs=str(raw.get("docs", DOCS)), graph=str(raw.get("graph", GRAPH)))
+                   docs=str(raw.get("docs", DOCS)), graph=str(raw.get("graph", GRAPH)), link_sources=sources)
 
     # ------------------------------------------------------------------------------------- writing
     def to_dict(self) -> dict:
@@ -245,6 +251,8 @@ class Manifest:
                 out[key] = getattr(self, key)
         out.update({"options": self.options, "docs": self.docs, "graph": self.graph,
                     "shards": [s.to_dict() for s in self.shards], "stats": self.stats})
+        if self.link_sources:   # written only when there is one: builds of linked corpora stay byte-identical
+            out["link_sources"] = self.link_sources
         return out
 
     def write(self, dataset_dir: str | Path) -> Path:
