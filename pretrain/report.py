@@ -187,18 +187,22 @@ def summary_lines(run: Path, train: list[dict], evals: list[dict], final: dict |
         lines.append(f"  MLM loss {_num(last.get('eval_mlm_loss')):.3f}")
         text = f"  relation acc {acc:.3f}"
         if isinstance(n, int) and n > 0 and math.isfinite(acc):
+            text += f" on {n} pairs"
             try:
-                text += f" on {n} pairs, p = {relation_pvalue(acc, n):.1e}"
+                text += f",\n  p = {relation_pvalue(acc, n):.1e} against chance (binomial)"
             except ImportError:
-                text += f" on {n} pairs"
-        lines.append(text)
+                pass
+        lines.extend(text.split("\n"))
         rec = [f"{k[len('eval_recall_'):]} {_num(v):.2f}" for k, v in last.items() if k.startswith("eval_recall_")]
         if rec:
-            lines.append("  recall " + ", ".join(rec))
+            lines.append("  recall " + ", ".join(rec[:2]) + ("," if len(rec) > 2 else ""))
+            if len(rec) > 2:
+                lines.append("         " + ", ".join(rec[2:]))
     if train:
         k = max(1, len(train) // 10)
-        lines.append(f"train MLM {_mean(train[:k], 'mlm_loss'):.2f} -> {_mean(train[-k:], 'mlm_loss'):.2f}, "
-                     f"rel acc {_mean(train[:k], 'relation_acc'):.2f} -> {_mean(train[-k:], 'relation_acc'):.2f}")
+        lines.append(f"train (first -> last {k} steps):")
+        lines.append(f"  MLM loss {_mean(train[:k], 'mlm_loss'):.2f} -> {_mean(train[-k:], 'mlm_loss'):.2f}")
+        lines.append(f"  relation acc {_mean(train[:k], 'relation_acc'):.2f} -> {_mean(train[-k:], 'relation_acc'):.2f}")
         tps, mfu = _mean(train[1:], "tokens_per_s"), _mean(train[1:], "mfu")
         parts = [(f"{tps:,.0f} tokens/s" + (f", MFU {100 * mfu:.1f}%" if math.isfinite(mfu) else ""))
                  if math.isfinite(tps) else "throughput not recorded"]
@@ -211,7 +215,7 @@ def summary_lines(run: Path, train: list[dict], evals: list[dict], final: dict |
 def _panel_summary(ax, lines: list[str]) -> None:
     ax.axis("off")
     ax.set_title("summary")
-    ax.text(0.0, 1.0, "\n".join(lines), ha="left", va="top", transform=ax.transAxes, fontsize=9.5,
+    ax.text(-0.05, 1.0, "\n".join(lines), ha="left", va="top", transform=ax.transAxes, fontsize=9,
             family="monospace", linespacing=1.5)
 
 

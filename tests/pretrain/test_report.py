@@ -63,8 +63,8 @@ def test_finished_run_summary_and_pvalue(tmp_path):
     k, n = round(0.45 * 512), 512
     tail = sum(math.comb(n, i) * (1 / 3) ** i * (2 / 3) ** (n - i) for i in range(k, n + 1))
     assert relation_pvalue(0.45, 512) == pytest.approx(tail, rel=1e-6)
-    assert f"relation acc 0.450 on 512 pairs, p = {tail:.1e}" in text
-    assert "recall contiguous 0.50, random 0.40, linked 0.45" in text
+    assert f"relation acc 0.450 on 512 pairs,\n  p = {tail:.1e} against chance" in text
+    assert "recall contiguous 0.50, random 0.40,\n         linked 0.45" in text
     assert "1 skipped steps" in text
     assert cli_main(["report", str(run)]) == 0
     with Image.open(run / "report.png") as im:
