@@ -266,6 +266,7 @@ def draw(run: str | Path, out: str | Path | None = None) -> Path:
     """Draw the report of run folder ``run`` to ``out`` (default RUN/report.png); returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
     run = Path(run)
     out = Path(out) if out else run / REPORT_FILE
     train, evals, final = read_records(run)
@@ -281,6 +282,7 @@ def draw(run: str | Path, out: str | Path | None = None) -> Path:
     _panel_simple(axes[1, 1], train, "grad_norm", "gradient norm (before clipping)", "tab:gray", log_y=True)
     _panel_throughput(axes[1, 2], train)
     _panel_skips(axes[1, 3], train)
+    skips_axis = axes[1, 3]   # its log2 loss-scale axis keeps matplotlib's powers of two
     for ax in fig.axes:   # twin axes included; few ticks and no minor ones: tick artists dominate the cost
         if ax.axison:
             ax.grid(alpha=0.3)
@@ -290,6 +292,9 @@ def draw(run: str | Path, out: str | Path | None = None) -> Path:
                 ax.locator_params(axis="x", nbins=5)
             if ax.get_yscale() == "linear":
                 ax.locator_params(axis="y", nbins=5)
+            elif ax.yaxis.get_scale() == "log" and ax is not skips_axis:   # 1-2-5 labels instead of minor ticks
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     for ax in axes[1]:
         ax.set_xlabel("optimizer step", fontsize=8)
     fig.suptitle(f"LinkBERT pretraining run {run}", fontsize=12, weight="bold")
