@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "--schedule.decay=polynomial --data.whole_word=true. "
                                        "`linkbert-pretrain report RUN [--out PNG]` draws a run's report.png.")
     p.add_argument("--config", help="JSON, YAML or TOML file of {section: {key: value}} (may name a preset)")
-    p.add_argument("--preset", choices=sorted(RUN_PRESETS), help="the paper's runs (LINKBERT.md section 3)")
+    p.add_argument("--preset", choices=sorted(RUN_PRESETS), help="the paper's runs (docs/recipes.md)")
     p.add_argument("--data", nargs="+", metavar="DIR", help="prepared dataset folders (linkbert-prep build)")
     p.add_argument("--data-weights", type=float, nargs="+", metavar="W", help="mixing weights, one per --data")
     p.add_argument("--output", help="run folder: checkpoints, metrics.jsonl, tensorboard/, hf/")
