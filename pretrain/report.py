@@ -1,6 +1,6 @@
 """report.png: one picture of a pretraining run, drawn from its metrics.jsonl (and eval.json).
 
-Rank 0 redraws RUN/report.png at every checkpoint and at the end of a run; `linkbert-pretrain report RUN
+Rank 0 redraws RUN/report.png at checkpoints (at most once a minute) and at the last step; `linkbert-pretrain report RUN
 [--out PNG]` draws it for any run folder, one still running (a half-written last line is skipped) or one
 written by an older version (a panel whose fields were not recorded says so instead of failing).
 
@@ -305,9 +305,18 @@ def draw(run: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-def redraw(run: str | Path) -> None:
-    """The trainer's hook (rank 0): a drawing failure is one warning, never a failed run."""
+MIN_INTERVAL_S = 60.0   # between checkpoint redraws: runs that save every few seconds (tests) draw rarely
+_last_drawn = -math.inf
+
+
+def redraw(run: str | Path, force: bool = False) -> None:
+    """The trainer's hook (rank 0), at each checkpoint (``force`` at the last step): at most one drawing per
+    MIN_INTERVAL_S unless forced; a drawing failure is one warning, never a failed run."""
+    global _last_drawn
     t0 = time.perf_counter()
+    if not force and t0 - _last_drawn < MIN_INTERVAL_S:
+        return
+    _last_drawn = t0
     try:
         path = draw(run)
         log.debug("report %s drawn in %.0f ms", path, 1000 * (time.perf_counter() - t0))

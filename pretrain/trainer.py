@@ -310,7 +310,7 @@ class Loop:
                            self.cfg.checkpoint.keep_last)
         self.last_saved = step
         if self.rank == 0:   # RUN/report.png, redrawn at every checkpoint and at the end (pretrain/report.py)
-            report.redraw(self.out)
+            report.redraw(self.out, force=step == self.cfg.train.max_steps)
         return folder
 
     def export(self, folder: Path, dest: Path) -> None:

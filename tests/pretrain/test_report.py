@@ -75,3 +75,18 @@ def test_not_a_run_folder_is_one_line(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path / "nothing")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "metrics.jsonl not found" in err[0], err
+
+
+def test_trainer_hook_draws_at_most_once_a_minute_but_always_at_the_end(tmp_path, monkeypatch):
+    from pretrain import report
+    run = tmp_path / "run"
+    _write(run, _rows(10))
+    monkeypatch.setattr(report, "_last_drawn", -math.inf)
+    report.redraw(run)                      # a checkpoint: drawn
+    png = run / "report.png"
+    assert png.is_file()
+    png.unlink()
+    report.redraw(run)                      # the next checkpoint seconds later: skipped
+    assert not png.exists()
+    report.redraw(run, force=True)          # the last step: always drawn
+    assert png.is_file()
