@@ -31,8 +31,9 @@ setup(
         "mpi": ["mpi4py==4.1.2", "mpich==5.0.2"],
         # Triton kernels (run on CUDA; on CPU only under TRITON_INTERPRET=1 for tests).
         "triton": ["triton==3.9.0"],
-        # GPU-only accelerations, picked up automatically when importable.
-        "gpu": ["triton==3.9.0", "flash-attn==2.8.3"],
+        # GPU-only accelerations, picked up automatically when importable. Triton comes with the CUDA torch
+        # wheel (torch 2.13.0 requires triton 3.7.1): pinning another here would make the install unsolvable.
+        "gpu": ["flash-attn==2.8.3"],
         "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.6", "mpi4py==4.1.2", "mpich==5.0.2",
                 "triton==3.9.0"],
     },

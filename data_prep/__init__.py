@@ -1,1 +1,1 @@
-"""Corpus conversion and LinkBERT pair preparation (SPEC sections 2-3)."""
+"""Corpus conversion and LinkBERT pair preparation (docs/formats.md sections 1-4)."""

@@ -1,4 +1,4 @@
-"""Tokenize, segment, link and pair a corpus into HDF5 shards (SPEC section 3).
+"""Tokenize, segment, link and pair a corpus into HDF5 shards (docs/formats.md section 3).
 
 Steps: (1) each rank tokenizes its share of the batches of lines (whole files when there are at least K
 files, else every K-th batch of each file) across its worker processes, appending token ids to a file in ``.OUT.building/.work`` (the corpus never sits in memory);

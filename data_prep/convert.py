@@ -1,4 +1,4 @@
-"""Convert real sources into the corpus JSON Lines that `linkbert-prep build` reads (SPEC section 2).
+"""Convert real sources into the corpus JSON Lines that `linkbert-prep build` reads (docs/formats.md section 1).
 
 Kinds: PubMed XML, Wikipedia dumps / WikiExtractor output, folders of HTML pages, dictd dictionaries."""
 from __future__ import annotations

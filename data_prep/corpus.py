@@ -1,4 +1,4 @@
-"""Streaming reader and validator of the corpus format (SPEC section 2): JSON Lines, plain/.gz/.bz2.
+"""Streaming reader and validator of the corpus format (docs/formats.md section 1): JSON Lines, plain/.gz/.bz2.
 
 Lines are read as bytes and parsed one at a time, so a corpus of any size streams through; the
 per-line check (`parse_line`) is a pure function so build's worker processes run it in parallel.
@@ -113,7 +113,7 @@ class Parsed:
 
 
 def parse_line(raw: bytes) -> Parsed:
-    """Check one line against SPEC section 2 (not uniqueness: that needs the whole corpus)."""
+    """Check one line against docs/formats.md section 1 (not uniqueness: that needs the whole corpus)."""
     try:
         s = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -83,7 +83,7 @@ def _runs(lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def pair_rows(store: TokenStore, segs: SegmentTable, a_lo: np.ndarray, a_hi: np.ndarray, b_lo: np.ndarray,
               b_hi: np.ndarray, max_seq_len: int, special: SpecialIds) -> dict:
-    """Every dataset of SPEC section 3 except pair_labels; A = units [a_lo, a_hi), B = [b_lo, b_hi).
+    """Every dataset of docs/formats.md section 3 except pair_labels; A = units [a_lo, a_hi), B = [b_lo, b_hi).
 
     The units of a span belong to one document and lie back to back in its token file. Work is
     proportional to the real tokens (flat gathers), not to rows x max_seq_len.

@@ -1,4 +1,4 @@
-"""The prepared-dataset contract (SPEC section 3): one place that both the preparer and the loader import.
+"""The prepared-dataset contract (docs/formats.md sections 3-4): one place that both the preparer and the loader import.
 
 A shard is an HDF5 file; row i of every dataset describes one training pair ``[CLS] A [SEP] B [SEP]``.
 """
@@ -95,7 +95,7 @@ def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
 
 
 class ShardError(PrepError, ValueError):
-    """A prepared dataset that does not follow SPEC section 3."""
+    """A prepared dataset that does not follow docs/formats.md section 3."""
 
 
 def check_shard_attrs(path: str | Path, attrs) -> dict:
@@ -134,7 +134,7 @@ class ShardEntry:
 
 @dataclass
 class Manifest:
-    """``manifest.json`` of a prepared dataset (SPEC section 3), typed.
+    """``manifest.json`` of a prepared dataset (docs/formats.md section 4), typed.
 
     ``build`` makes one and writes it; every reader goes through ``Manifest.read``, which checks the
     file and names the field that is wrong. Fields that older builds (or hand-made test datasets) lack

@@ -1,1 +1,1 @@
-"""LinkBERT fine-tuning on Hugging Face checkpoints (SPEC section 6)."""
+"""LinkBERT fine-tuning on Hugging Face checkpoints (task files and outputs: docs/formats.md sections 7-8)."""

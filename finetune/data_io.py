@@ -1,4 +1,4 @@
-"""Reading the task files of SPEC section 6 (JSON Lines, plain/.gz/.bz2) with one-line errors.
+"""Reading the task files of docs/formats.md section 7 (JSON Lines, plain/.gz/.bz2) with one-line errors.
 
 Hand-written rather than `datasets.load_dataset("json")` because a user's broken line must be reported
 as `file:line: missing field 'answers'`, which Arrow's JSON reader cannot do.
@@ -29,7 +29,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FinetuneError(f"{path}: no such file (give a JSON Lines task file, SPEC section 6)")
+        raise FinetuneError(f"{path}: no such file (give a JSON Lines task file, docs/formats.md section 7)")
     rows: list[dict] = []
     try:
         with _open_text(path) as f:

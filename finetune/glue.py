@@ -3,7 +3,7 @@
 Files are those of GLUE's download script (`glue_data/TASK/{train,dev,test}.tsv`; MNLI has
 `dev_matched`/`dev_mismatched` and `test_matched`/`test_mismatched`). Tab-separated with no quoting (as
 GLUE's own readers split them); every file but CoLA's train/dev has a header line, test files carry an
-`index` column and no label. Rows become the seqcls/regression rows of SPEC section 6: `id` is the
+`index` column and no label. Rows become the seqcls/regression rows of docs/formats.md section 7: `id` is the
 file's `index` (QQP: `id`) column where it has one, else the 0-based row number.
 
 | task | text columns | label column | metrics (metrics.json) | task score |
@@ -72,7 +72,7 @@ def canonical_task(name: str) -> str:
 
 
 def read_glue_tsv(path: str | Path, task: str) -> tuple[list[dict], list[str]]:
-    """(rows in SPEC section 6 form, 'file:line' of malformed lines skipped) of one official GLUE file.
+    """(rows in the form of docs/formats.md section 7, 'file:line' of malformed lines skipped) of one official GLUE file.
 
     A line with another number of columns than the header is skipped and counted (QQP's train.tsv has
     some; GLUE's own readers skip short ones too); a file whose header lacks a needed column is an error.

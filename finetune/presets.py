@@ -4,7 +4,7 @@
 All of the authors' runs use fp16 (applied here only where CUDA is present) and no checkpoint saving;
 unless `eval_steps` is listed they evaluate only at the end (BLURB: no dev-set model selection).
 Sources: michiyasunaga/LinkBERT src/run_examples_{mrqa_linkbert,blurb_biolinkbert,medqa_biolinkbert}-
-{base,large}.sh, summarised in LINKBERT.md section 5. GLUE has no script there (paper App. B gives only a
+{base,large}.sh, listed with their sources in docs/recipes.md. GLUE has no script there (paper App. B gives only a
 grid: length 128, lr 5e-6..5e-5, batch 16/32/64, 3-10 epochs); its presets take BERT's recipe from that grid.
 """
 from __future__ import annotations

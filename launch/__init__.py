@@ -1,1 +1,1 @@
-"""Cluster job submission: local, torchrun, DeepSpeed hostfile, MPI, SLURM (SPEC section 5)."""
+"""Cluster job submission: local, torchrun, DeepSpeed hostfile, MPI, SLURM (docs/launch.md)."""

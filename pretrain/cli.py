@@ -2,6 +2,7 @@
 
 Runs alone or under deepspeed / torchrun / mpirun / srun (ranks come from the environment). Rerunning
 the same command with the same --output continues from the latest complete checkpoint.
+`linkbert-pretrain report RUN [--out PNG]` draws RUN/report.png (see pretrain/report.py).
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from pretrain.presets import ConfigError as ModelConfigError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linkbert-pretrain", description=__doc__.strip().splitlines()[0],
                                 epilog="Any config key can be set as --section.key=value, e.g. --optim.name=lamb "
-                                       "--schedule.decay=polynomial --data.whole_word=true.")
+                                       "--schedule.decay=polynomial --data.whole_word=true. "
+                                       "`linkbert-pretrain report RUN [--out PNG]` draws a run's report.png.")
     p.add_argument("--config", help="JSON, YAML or TOML file of {section: {key: value}} (may name a preset)")
-    p.add_argument("--preset", choices=sorted(RUN_PRESETS), help="the paper's runs (LINKBERT.md section 3)")
+    p.add_argument("--preset", choices=sorted(RUN_PRESETS), help="the paper's runs (docs/recipes.md)")
     p.add_argument("--data", nargs="+", metavar="DIR", help="prepared dataset folders (linkbert-prep build)")
     p.add_argument("--data-weights", type=float, nargs="+", metavar="W", help="mixing weights, one per --data")
     p.add_argument("--output", help="run folder: checkpoints, metrics.jsonl, tensorboard/, hf/")
@@ -104,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     disk, rendezvous, preflight) exit 3. Anything else is a bug and keeps its traceback."""
     from data_prep.errors import PrepError
     from pretrain.errors import PretrainError
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:   # a subcommand in front of the training flags, which keep their old form
+        from pretrain.report import main as report_main
+        return report_main(argv[1:])
     try:
         cfg, args = config_from_args(argv)
         if args.print_config:

@@ -1,7 +1,7 @@
 """The pretraining job config: typed dataclasses, the paper's presets, a file plus flag overrides.
 
 Every knob of a run lives here (torchtitan-style). Precedence, lowest first: dataclass defaults,
-``--preset``, ``--config FILE`` (JSON, YAML or TOML), the named flags of SPEC section 4, then generic
+``--preset``, ``--config FILE`` (JSON, YAML or TOML), the named flags of `linkbert-pretrain --help`, then generic
 ``--section.key=value`` overrides.
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ class RunConfig:
         return s.warmup_steps if s.warmup_steps is not None else int(round(s.warmup_ratio * self.train.max_steps))
 
 
-# The paper's runs (LINKBERT.md section 3). Batch 2048 x 512 is global: micro x accum x world must match it,
+# The paper's runs (docs/recipes.md gives each value's source). Batch 2048 x 512 is global: micro x accum x world must match it,
 # so presets fix global_batch_size and leave micro/accum to the flags (the check tells what to change).
 RUN_PRESETS: dict[str, dict] = {
     "linkbert-tiny": {"model": {"name": "tiny"}, "optim": {"lr": 5e-3},
@@ -136,7 +136,7 @@ RUN_PRESETS: dict[str, dict] = {
 }
 
 
-# The vocabulary of each paper preset's released model (LINKBERT.md sections 1 and 4): LinkBERT continued
+# The vocabulary of each paper preset's released model (docs/recipes.md: from the released configs): LinkBERT continued
 # BERT's cased checkpoints; BioLinkBERT was trained from scratch with PubMedBERT's uncased vocabulary.
 PRESET_RECIPES: dict[str, dict] = {
     "linkbert-base": {"init_from": "bert-base-cased", "vocab_size": 28996, "lowercase": False},

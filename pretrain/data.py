@@ -1,4 +1,4 @@
-"""Pretraining batches from prepared pair shards (SPEC section 3): order, rank slicing, reads, masking.
+"""Pretraining batches from prepared pair shards (docs/formats.md section 3): order, rank slicing, reads, masking.
 
 The order is Megatron-style: the training stream is the concatenation of per-epoch permutations keyed
 by (seed, epoch); stream position p is one integer, so the loader's whole state is ``consumed_samples``

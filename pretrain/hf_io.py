@@ -1,4 +1,4 @@
-"""Import LinkBERT from any Hugging Face BERT directory and export it as one (SPEC section 4).
+"""Import LinkBERT from any Hugging Face BERT directory and export it as one (docs/formats.md section 6).
 
 Import accepts BertModel (with or without the ``bert.`` prefix), BertForPreTraining and BertForMaskedLM
 weights, as safetensors or pytorch_model.bin, single or sharded. Export writes config.json

@@ -24,7 +24,7 @@ import torch
 
 from data_prep.shards import has_tokenizer
 from pretrain import checkpoint as ckpt
-from pretrain import faults, run_guard
+from pretrain import faults, report, run_guard
 from pretrain.config import ConfigError, RunConfig, fill_ds_config
 from pretrain.data import BatchLoader, PretrainData
 from pretrain.engine import build_engine, selection, set_matmul_precision, setup_distributed
@@ -314,6 +314,8 @@ class Loop:
         folder = ckpt.save(self.engine, self.out, step, self.meta(step), self.rank, dist.barrier, self.tok_dir,
                            self.cfg.checkpoint.keep_last)
         self.last_saved = step
+        if self.rank == 0:   # RUN/report.png, redrawn at every checkpoint and at the end (pretrain/report.py)
+            report.redraw(self.out, force=step == self.cfg.train.max_steps)
         return folder
 
     def export(self, folder: Path, dest: Path) -> None:

@@ -1,4 +1,4 @@
-"""Converters from real sources to the SPEC section 2 corpus format, one module per kind.
+"""Converters from real sources to the corpus format of docs/formats.md section 1, one module per kind.
 
 Each kind module exposes ``accepts(path) -> bool`` (which files under a directory it reads) and
 ``iter_documents(inputs, stats, progress) -> Iterator[dict]``; ``data_prep.convert`` writes the result."""

@@ -1,5 +1,5 @@
 """What every converter shares: opening (compressed) inputs with a byte progress bar, counting, and the
-SPEC section 2 corpus writer (JSON Lines, plain / .gz / .bz2, written atomically with a stats file)."""
+Corpus writer (docs/formats.md section 1) (JSON Lines, plain / .gz / .bz2, written atomically with a stats file)."""
 from __future__ import annotations
 
 import bz2

@@ -112,7 +112,7 @@ class Task:
         return DataCollatorWithPadding(tokenizer)
 
     def decode(self, split: Split, logits) -> dict[str, Any]:
-        """{row id: prediction} in the SPEC section 6 form."""
+        """{row id: prediction} in the form docs/formats.md section 8 gives."""
         raise NotImplementedError
 
     def score(self, split: Split, predictions: dict[str, Any]) -> dict[str, float]:

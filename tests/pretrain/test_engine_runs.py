@@ -63,6 +63,7 @@ def test_zero_stages_agree_and_nonfinite_step_is_skipped(stage_runs):
         assert torch.equal(w2[key], w3[key]), f"stage {stage}: the skipped step changed the weights"
         assert not torch.equal(w3[key], w4[key])
         assert m[-1]["loss"] < m[0]["loss"]
+        assert (out / "report.png").stat().st_size > 10_000   # rank 0 drew it at the checkpoints and the end
 
 
 def _eval_batches(data_dir, rank_world=2):
