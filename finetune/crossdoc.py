@@ -152,21 +152,27 @@ def bootstrap_ci(values, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> lis
 def summarize(outcomes: list[dict], candidates: int, seed: int) -> dict:
     """The report's statistics from per-item outcomes (accuracies, paired linked-random difference)."""
     got = {c: np.array([o[c]["correct"] for o in outcomes], dtype=float) for c in CONDITIONS}
-    rep = {"n": len(outcomes), "chance": round(1.0 / candidates, 5)}
+    return summarize_arrays(got, candidates, seed)
+
+
+def _mean(x) -> float:
+    return round(float(np.mean(x)), 5) if len(x) else float("nan")
+
+
+def summarize_arrays(got: dict, candidates: int, seed: int) -> dict:
+    """Statistics from per-item outcomes per condition (0/1, or means over seeds), the same items in each."""
+    got = {c: np.asarray(got[c], dtype=float) for c in CONDITIONS}
+    rep = {"n": len(got["linked"]), "chance": round(1.0 / candidates, 5)}
     for c in CONDITIONS:
-        rep[c] = {"acc": round(float(got[c].mean()), 5) if len(outcomes) else float("nan"),
-                  "ci95": bootstrap_ci(got[c], seed)}
+        rep[c] = {"acc": _mean(got[c]), "ci95": bootstrap_ci(got[c], seed)}
     diff = got["linked"] - got["random"]
-    rep["linked_minus_random"] = {"mean": round(float(diff.mean()), 5) if len(diff) else float("nan"),
-                                  "ci95": bootstrap_ci(diff, seed)}
-    # Items A alone does not decide for this model: there only the second segment can help.
+    rep["linked_minus_random"] = {"mean": _mean(diff), "ci95": bootstrap_ci(diff, seed)}
+    # Items A alone does not decide for this model (`none` wrong): there only the second segment can help.
     hard = got["none"] == 0
-    rep["where_none_wrong"] = {
-        "n": int(hard.sum()),
-        "linked_acc": round(float(got["linked"][hard].mean()), 5) if hard.any() else float("nan"),
-        "random_acc": round(float(got["random"][hard].mean()), 5) if hard.any() else float("nan"),
-        "linked_minus_random": {"mean": round(float(diff[hard].mean()), 5) if hard.any() else float("nan"),
-                                "ci95": bootstrap_ci(diff[hard], seed)}}
+    rep["where_none_wrong"] = {"n": int(hard.sum()), "linked_acc": _mean(got["linked"][hard]),
+                               "random_acc": _mean(got["random"][hard]),
+                               "linked_minus_random": {"mean": _mean(diff[hard]),
+                                                       "ci95": bootstrap_ci(diff[hard], seed)}}
     rep["valid"] = bool(rep["linked_minus_random"]["ci95"][0] > 0)
     return rep
 
