@@ -34,8 +34,11 @@ sys.path.insert(0, str(ROOT))
 from finetune.crossdoc_items import Doc, mention_pattern, read_corpus  # noqa: E402
 
 ARMS = {"bert": "1,1,0", "linkbert": "1,1,1", "linkbert-sim": "1,1,1"}
-QUICK = dict(steps=100, seeds=1, max_seq_len=128, micro_batch=16, n=600, probe_seq_len=128, held_out=0.2)
-FULL = dict(max_seq_len=128, micro_batch=16, n=2000, probe_seq_len=256, held_out=0.2)
+QUICK = dict(steps=150, seeds=1, max_seq_len=128, micro_batch=16, n=600, probe_seq_len=128, held_out=0.2,
+             mlm_chunks=192, dupe_factor=1)
+# The full run: 1000 steps x 32 pairs; 5 pair draws per anchor so a small corpus is not repeated ~10 times.
+FULL = dict(max_seq_len=128, micro_batch=16, n=2000, probe_seq_len=256, held_out=0.2, mlm_chunks=100000,
+            dupe_factor=5)
 
 
 def log(msg: str) -> None:
@@ -89,13 +92,14 @@ def similarity_corpus(train: Path, out: Path) -> Path | None:
     return out
 
 
-def build_dataset(corpus: Path, tokenizer: str, out: Path, mix: str, max_seq_len: int, seed: int) -> Path:
+def build_dataset(corpus: Path, tokenizer: str, out: Path, mix: str, max_seq_len: int, seed: int,
+                  dupe_factor: int = 1) -> Path:
     from data_prep.cli import main as prep
     from data_prep.shards import MANIFEST
     if not (out / MANIFEST).is_file():
         rc = prep(["build", "--corpus", str(corpus), "--tokenizer", str(tokenizer), "--out", str(out),
                    "--max-seq-len", str(max_seq_len), "--seed", str(seed), "--workers", "1",
-                   "--pair-mix", mix, "--quiet"])
+                   "--pair-mix", mix, "--dupe-factor", str(dupe_factor), "--quiet"])
         if rc:
             raise SystemExit(f"bench_ablation: linkbert-prep build {out} failed (exit {rc})")
     return out
@@ -132,7 +136,8 @@ def train(data: Path, init: str, run: Path, steps: int, seed: int, cfg: dict, ti
            "--deepspeed-config", str(ROOT / "ds_configs" / "zero2.json"), "--precision", "bf16",
            "--max-steps", str(steps), "--micro-batch-size", str(cfg["micro_batch"]), "--grad-accum", "1",
            "--lr", str(cfg["lr"]), "--seed", str(seed), "--save-every", "0", "--schedule.warmup_ratio=0.1",
-           "--data.held_out=64", "--metrics.eval_batches=4", "--metrics.progress=false"]
+           "--data.held_out=64", "--metrics.eval_batches=4", "--metrics.progress=false",
+           "--metrics.tensorboard=false"]
     rc = run_tree(cmd, timeout)
     if rc != 0 or not (hf / "config.json").is_file():
         raise SystemExit(f"bench_ablation: linkbert-pretrain {run} exited {rc} without an export")
@@ -141,9 +146,11 @@ def train(data: Path, init: str, run: Path, steps: int, seed: int, cfg: dict, ti
 
 # ---------------------------------------------------------------- held-out MLM loss
 
-def heldout_mlm_loss(model_dir: Path, docs: list[Doc], max_seq_len: int, seed: int, batch: int = 32) -> float:
+def heldout_mlm_loss(model_dir: Path, docs: list[Doc], max_seq_len: int, seed: int, max_chunks: int,
+                     batch: int = 32) -> float:
     """Mean cross-entropy at 15% of the held-out documents' tokens (all replaced by [MASK]), the
-    positions drawn once from `seed`: the same positions for every model with this vocabulary."""
+    positions drawn once from `seed`: the same positions for every model with this vocabulary. At most
+    `max_chunks` windows of `max_seq_len` tokens, in corpus order."""
     import torch
     from transformers import AutoTokenizer
 
@@ -165,6 +172,9 @@ def heldout_mlm_loss(model_dir: Path, docs: list[Doc], max_seq_len: int, seed: i
                 x[p + 1] = tok.mask_token_id
             inputs.append((x, [0] * len(x), [int(p) + 1 for p in pos]))
             targets.append(tgt)
+        if len(inputs) >= max_chunks:
+            inputs, targets = inputs[:max_chunks], targets[:max_chunks]
+            break
     total, count = 0.0, 0
     for lo in range(0, len(inputs), batch):
         for lp, tgt in zip(scorer.log_probs(inputs[lo:lo + batch]), targets[lo:lo + batch]):
@@ -196,7 +206,7 @@ def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list
         rp = out / "reports" / f"{name}-seed{s}.json"
         rep = run_crossdoc(str(hf), str(held_corpus), str(rp), n=cfg["n"], candidates=cfg["candidates"],
                            seed=seed, max_seq_len=cfg["probe_seq_len"])
-        loss = heldout_mlm_loss(hf, held_docs, cfg["max_seq_len"], seed)
+        loss = heldout_mlm_loss(hf, held_docs, cfg["max_seq_len"], seed, cfg["mlm_chunks"])
         log(f"{name} seed {s}: {summary_line(rep)}; held-out MLM loss {loss:.3f}")
         runs.append({"seed": s, "crossdoc": rep, "eval_mlm_loss": round(loss, 5), "export": str(hf)})
         outcome_sets.append(read_outcomes(rep, rp))
@@ -248,11 +258,11 @@ def parse_args(argv):
     p.add_argument("--corpus", required=True, help="linked corpus JSONL (.gz/.bz2) with titles")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id (the --init-from one)")
     p.add_argument("--init-from", required=True, help="BERT weights every arm starts from (folder or Hub id)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm and seed (--quick: 100)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm and seed (--quick: 150; else 1000)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per arm (--quick: 1; else 3)")
     p.add_argument("--out", required=True, help="output folder (datasets, runs, reports, ablation.json/.png)")
-    p.add_argument("--quick", action="store_true", help="100 steps, 1 seed, 600 probe items at 128 tokens "
-                                                        "(<= 25 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="150 steps, 1 seed, 600 probe items at 128 tokens, 192 MLM windows "
+                                                        "(<= 25 min on 2 idle cores)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--candidates", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="split, datasets and probe items")
@@ -287,7 +297,8 @@ def prepare(args, cfg, out: Path) -> tuple[list[Doc], Path, dict[str, Path]]:
         corpus = train_corpus if name != "linkbert-sim" else similarity_corpus(train_corpus, out / "corpus" / "sim.jsonl")
         if corpus is None:
             continue
-        data = build_dataset(corpus, args.tokenizer, out / "data" / name, ARMS[name], cfg["max_seq_len"], args.seed)
+        data = build_dataset(corpus, args.tokenizer, out / "data" / name, ARMS[name], cfg["max_seq_len"], args.seed,
+                             cfg["dupe_factor"])
         used, pairs, mean_len = dataset_doc_ids(data)
         if used & held:
             raise SystemExit(f"bench_ablation: {name}: held-out documents in training pairs: {sorted(used & held)[:5]}")
@@ -314,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
               "init_from": str(args.init_from), "arms": {}, "skipped_arms": sorted(set(args.arms.split(",")) - set(datasets))}
     ref, _ = score_arm("start", [init], held_corpus, held_docs, out, cfg, args.seed)
     result["reference"] = ref
+    result["wall_s"] = round(time.time() - t0, 1)
     linked = {}
     for name, data in datasets.items():
         t = time.time()
@@ -321,13 +333,13 @@ def main(argv: list[str] | None = None) -> int:
                    for s in range(cfg["seeds"])]
         log(f"{name}: trained {cfg['seeds']} x {cfg['steps']} steps in {time.time() - t:.0f} s")
         result["arms"][name], linked[name] = score_arm(name, exports, held_corpus, held_docs, out, cfg, args.seed)
-    if "bert" in linked and "linkbert" in linked:
-        from finetune.crossdoc import bootstrap_ci
-        d = linked["linkbert"] - linked["bert"]
-        result["linkbert_minus_bert"] = {"mean": round(float(d.mean()), 5), "ci95": bootstrap_ci(d, args.seed)}
-    result["wall_s"] = round(time.time() - t0, 1)
-    (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, out / "ablation.png")
+        if "bert" in linked and "linkbert" in linked:
+            from finetune.crossdoc import bootstrap_ci
+            d = linked["linkbert"] - linked["bert"]
+            result["linkbert_minus_bert"] = {"mean": round(float(d.mean()), 5), "ci95": bootstrap_ci(d, args.seed)}
+        result["wall_s"] = round(time.time() - t0, 1)
+        (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")   # after each arm: a stopped
+        plot(result, out / "ablation.png")                                            # run keeps what it scored
     rows = [f"{n}: linked {a['crossdoc']['linked']['acc']:.3f} random {a['crossdoc']['random']['acc']:.3f} "
             f"none {a['crossdoc']['none']['acc']:.3f} linked-random {a['crossdoc']['linked_minus_random']['mean']:+.3f} "
             f"{a['crossdoc']['linked_minus_random']['ci95']} MLM {a['eval_mlm_loss']:.3f}"

@@ -44,8 +44,7 @@ class Item:
 
 def read_corpus(path: str | Path) -> list[Doc]:
     """Documents of a corpus JSONL (.gz/.bz2); a bad line is one FinetuneError naming file:line and field."""
-    from data_prep.corpus import parse_line
-    from data_prep.corpus import iter_file_lines
+    from data_prep.corpus import iter_file_lines, parse_line
     from data_prep.errors import PrepError
 
     path = Path(path)
