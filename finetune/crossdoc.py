@@ -187,8 +187,9 @@ def run_crossdoc(model: str, corpus: str, out: str, n: int = 1000, candidates: i
     from transformers import AutoTokenizer
 
     from finetune.runner import check_model_dir, resolve_model
-    if n < 1 or candidates < 2:
-        raise FinetuneError(f"--n {n} --candidates {candidates}: need --n >= 1 and --candidates >= 2")
+    if n < 1 or candidates < 2 or batch_size < 1:
+        raise FinetuneError(f"--n {n} --candidates {candidates} --batch-size {batch_size}: need --n >= 1, "
+                            "--candidates >= 2 and --batch-size >= 1")
     if max_seq_len < MIN_SEQ_LEN:
         raise FinetuneError(f"--max-seq-len {max_seq_len}: too short for two segments; give >= {MIN_SEQ_LEN}")
     model_dir = resolve_model(model)
