@@ -240,6 +240,8 @@ def plot(result: dict, path: Path) -> None:
         ax.bar(xs, acc, width=0.25, color=color, label=cond, yerr=[lo, hi], capsize=3)
     chance = rows[0][1]["crossdoc"]["chance"] if rows else 0.2
     ax.axhline(chance, color="k", lw=0.8, ls="--", label=f"chance {chance:.2f}")
+    top = max([r["crossdoc"][c]["ci95"][1] for _, r in rows for c, _ in conds] + [chance])
+    ax.set_ylim(0, top + 0.1)   # room for the legend above the bars
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([f"{n}\nMLM {r['eval_mlm_loss']:.2f}" for n, r in rows])
     ax.set_ylabel("cross-document cloze accuracy (95% CI)")
