@@ -44,6 +44,7 @@ setup(
             "linkbert-export=pretrain.export:main",
             "linkbert-finetune=finetune.cli:entry",
             "linkbert-launch=launch.cli:main",
+            "linkbert-eval=finetune.eval_cli:main",
         ]
     },
 )

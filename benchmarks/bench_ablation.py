@@ -1,0 +1,362 @@
+"""The link ablation: does pretraining on linked pairs teach a model to use a linked document?
+
+    python benchmarks/bench_ablation.py --corpus C --tokenizer T --init-from M --steps S [--seeds N] \
+        --out DIR [--quick]
+
+1. Split the corpus by document: held-out documents (a seeded walk that takes a document together with
+   the documents its text names through links, so the held-out set holds probe items) never enter any
+   training corpus; training documents lose their links into the held-out set.
+2. Build three datasets from the training documents with the same tokenizer, length and seed:
+   `bert` (contiguous/random pairs only, --pair-mix 1,1,0), `linkbert` (the corpus's own links,
+   1,1,1) and `linkbert-sim` (links from `linkbert-prep links --method tfidf --k 5`, 1,1,1; skipped with
+   one line while that command does not exist).
+3. Train each from the same --init-from weights with the same steps, batch, sequence length, learning
+   rate and seeds (linkbert-pretrain, 2 ranks, ZeRO-2, bf16), export to Hugging Face.
+4. Score each export (and the starting weights, as a reference) with `linkbert-eval crossdoc` on the
+   held-out documents, and its MLM loss on the held-out documents' text (the same masked positions for
+   every model). Write DIR/ablation.json and DIR/ablation.png (docs/ablation.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from finetune.crossdoc_items import Doc, mention_pattern, read_corpus  # noqa: E402
+
+ARMS = {"bert": "1,1,0", "linkbert": "1,1,1", "linkbert-sim": "1,1,1"}
+QUICK = dict(steps=150, seeds=1, max_seq_len=128, micro_batch=16, n=600, probe_seq_len=128, held_out=0.2,
+             mlm_chunks=192, dupe_factor=1)
+# The full run: 1000 steps x 32 pairs; 5 pair draws per anchor so a small corpus is not repeated ~10 times.
+FULL = dict(max_seq_len=128, micro_batch=16, n=2000, probe_seq_len=256, held_out=0.2, mlm_chunks=100000,
+            dupe_factor=5)
+
+
+def log(msg: str) -> None:
+    print(f"[ablation {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- split and corpora
+
+def split_documents(docs: list[Doc], frac: float, seed: int) -> set[str]:
+    """Held-out ids: about `frac` of the documents, taken in a seeded order each with the link targets
+    its text mentions (so held-out documents link to held-out documents and the probe has items)."""
+    index = {d.id: i for i, d in enumerate(docs)}
+    target = max(1, int(round(frac * len(docs))))
+    held: set[str] = set()
+    for i in np.random.default_rng(seed).permutation(len(docs)):
+        d = docs[int(i)]
+        group = {d.id} | {t for t in d.links if t in index and t != d.id
+                          and mention_pattern(docs[index[t]].title).search(d.text)}
+        if len(held | group) > target:
+            continue
+        held |= group
+        if len(held) >= target:
+            break
+    return held
+
+
+def write_corpus(path: Path, docs: list[Doc], keep: set[str]) -> int:
+    """The documents in `keep`, links restricted to `keep`; returns how many were written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for d in docs:
+            if d.id in keep:
+                f.write(json.dumps({"id": d.id, "title": d.title, "text": d.text,
+                                    "links": [t for t in d.links if t in keep]}, ensure_ascii=False) + "\n")
+                n += 1
+    return n
+
+
+def similarity_corpus(train: Path, out: Path) -> Path | None:
+    """The training corpus with links from `linkbert-prep links --method tfidf --k 5`, or None (one line)."""
+    from data_prep import cli
+    if "links" not in cli.SUBCOMMANDS:
+        log("linkbert-sim: skipped (this checkout has no `linkbert-prep links`)")
+        return None
+    if not out.is_file():
+        rc = cli.main(["links", "--corpus", str(train), "--out", str(out), "--method", "tfidf", "--k", "5"])
+        if rc != 0 or not out.is_file():
+            log(f"linkbert-sim: skipped (`linkbert-prep links` exited {rc})")
+            return None
+    return out
+
+
+def build_dataset(corpus: Path, tokenizer: str, out: Path, mix: str, max_seq_len: int, seed: int,
+                  dupe_factor: int = 1) -> Path:
+    from data_prep.cli import main as prep
+    from data_prep.shards import MANIFEST
+    if not (out / MANIFEST).is_file():
+        rc = prep(["build", "--corpus", str(corpus), "--tokenizer", str(tokenizer), "--out", str(out),
+                   "--max-seq-len", str(max_seq_len), "--seed", str(seed), "--workers", "1",
+                   "--pair-mix", mix, "--dupe-factor", str(dupe_factor), "--quiet"])
+        if rc:
+            raise SystemExit(f"bench_ablation: linkbert-prep build {out} failed (exit {rc})")
+    return out
+
+
+def dataset_doc_ids(data: Path) -> tuple[set[str], int, float]:
+    """Ids of every document in any pair of a dataset (anchor or partner), pairs, mean non-pad tokens."""
+    import h5py
+
+    from data_prep.shards import Manifest
+    man = Manifest.read(data)
+    ids = [json.loads(x)["id"] for x in (data / man.docs).read_text(encoding="utf-8").splitlines() if x.strip()]
+    used, pairs, tokens = set(), 0, 0
+    for shard in man.shard_paths:
+        with h5py.File(shard, "r") as h:
+            rows = np.concatenate([h["anchor_doc"][:], h["partner_doc"][:]])
+            used.update(ids[int(i)] for i in np.unique(rows))
+            pairs += len(h["seq_lens"])
+            tokens += int(h["seq_lens"][:].sum())
+    return used, pairs, tokens / max(1, pairs)
+
+
+# ---------------------------------------------------------------- training
+
+def train(data: Path, init: str, run: Path, steps: int, seed: int, cfg: dict, timeout: float) -> Path:
+    """linkbert-pretrain on 2 ranks (torchrun, ZeRO-2, bf16; one per GPU on a GPU node) from `init`; the
+    final Hugging Face export."""
+    from pretrain.demo import free_port, run_tree
+    hf = run / "hf"
+    if (hf / "config.json").is_file():
+        return hf
+    import torch
+    ranks = max(1, min(2, torch.cuda.device_count())) if torch.cuda.is_available() else 2   # one rank per GPU
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(ranks),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "-m", "pretrain.cli", "--data", str(data), "--output", str(run), "--init-from", str(init),
+           "--deepspeed-config", str(ROOT / "ds_configs" / "zero2.json"), "--precision", "bf16",
+           "--max-steps", str(steps), "--micro-batch-size", str(cfg["micro_batch"]), "--grad-accum", "1",
+           "--lr", str(cfg["lr"]), "--seed", str(seed), "--save-every", "0", "--schedule.warmup_ratio=0.1",
+           "--data.held_out=64", "--metrics.eval_batches=4", "--metrics.progress=false",
+           "--metrics.tensorboard=false"]
+    rc = run_tree(cmd, timeout)
+    if rc != 0 or not (hf / "config.json").is_file():
+        raise SystemExit(f"bench_ablation: linkbert-pretrain {run} exited {rc} without an export")
+    return hf
+
+
+# ---------------------------------------------------------------- held-out MLM loss
+
+def heldout_mlm_loss(model_dir: Path, docs: list[Doc], max_seq_len: int, seed: int, max_chunks: int,
+                     batch: int = 32) -> float:
+    """Mean cross-entropy at 15% of the held-out documents' tokens (all replaced by [MASK]), the
+    positions drawn once from `seed`: the same positions for every model with this vocabulary. At most
+    `max_chunks` windows of `max_seq_len` tokens, in corpus order."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from finetune.crossdoc import Scorer
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    scorer = Scorer(model_dir, batch)
+    rng = np.random.default_rng(seed)
+    inputs, targets = [], []
+    width = max_seq_len - 2
+    for d in docs:
+        ids = tok(d.text, add_special_tokens=False)["input_ids"]
+        for lo in range(0, len(ids), width):
+            chunk = ids[lo:lo + width]
+            k = max(1, int(round(0.15 * len(chunk))))
+            pos = np.sort(rng.choice(len(chunk), size=k, replace=False))
+            x = [tok.cls_token_id] + chunk + [tok.sep_token_id]
+            tgt = [x[p + 1] for p in pos]
+            for p in pos:
+                x[p + 1] = tok.mask_token_id
+            inputs.append((x, [0] * len(x), [int(p) + 1 for p in pos]))
+            targets.append(tgt)
+        if len(inputs) >= max_chunks:
+            inputs, targets = inputs[:max_chunks], targets[:max_chunks]
+            break
+    total, count = 0.0, 0
+    for lo in range(0, len(inputs), batch):
+        for lp, tgt in zip(scorer.log_probs(inputs[lo:lo + batch]), targets[lo:lo + batch]):
+            total -= float(lp[torch.arange(len(tgt)), torch.tensor(tgt)].sum())
+            count += len(tgt)
+    return total / max(1, count)
+
+
+# ---------------------------------------------------------------- scoring and pooling
+
+def read_outcomes(report: dict, report_path: Path) -> list[dict]:
+    path = report_path.with_name(report["examples_file"])
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def pooled(outcome_sets: list[list[dict]], candidates: int, seed: int) -> tuple[dict, dict]:
+    """One arm's report over its seeds: per item the mean outcome over seeds, then the usual statistics;
+    also the per-item `linked` means (for the paired difference between arms)."""
+    from finetune.crossdoc import CONDITIONS, summarize_arrays
+    got = {c: np.mean([[o[c]["correct"] for o in outs] for outs in outcome_sets], axis=0) for c in CONDITIONS}
+    return summarize_arrays(got, candidates, seed), got
+
+
+def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list[Doc], out: Path,
+              cfg: dict, seed: int) -> tuple[dict, np.ndarray]:
+    from finetune.crossdoc import run_crossdoc, summary_line
+    runs, outcome_sets = [], []
+    for s, hf in enumerate(exports):
+        rp = out / "reports" / f"{name}-seed{s}.json"
+        rep = run_crossdoc(str(hf), str(held_corpus), str(rp), n=cfg["n"], candidates=cfg["candidates"],
+                           seed=seed, max_seq_len=cfg["probe_seq_len"])
+        loss = heldout_mlm_loss(hf, held_docs, cfg["max_seq_len"], seed, cfg["mlm_chunks"])
+        log(f"{name} seed {s}: {summary_line(rep)}; held-out MLM loss {loss:.3f}")
+        runs.append({"seed": s, "crossdoc": rep, "eval_mlm_loss": round(loss, 5), "export": str(hf)})
+        outcome_sets.append(read_outcomes(rep, rp))
+    shas = {r["crossdoc"]["items_sha256"] for r in runs}
+    if len(shas) != 1:
+        raise SystemExit(f"bench_ablation: {name}: seeds scored on different items ({shas})")
+    report, got = pooled(outcome_sets, cfg["candidates"], seed)
+    report.update(n=runs[0]["crossdoc"]["n"], items_sha256=shas.pop())
+    arm = {"crossdoc": report, "eval_mlm_loss": round(float(np.mean([r["eval_mlm_loss"] for r in runs])), 5),
+           "runs": runs}
+    return arm, got["linked"]
+
+
+# ---------------------------------------------------------------- picture
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [("start", result["reference"])] if result.get("reference") else []
+    rows += list(result["arms"].items())
+    conds = [("linked", "tab:green"), ("random", "tab:orange"), ("none", "tab:gray")]
+    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * len(rows), 4.2))
+    for j, (cond, color) in enumerate(conds):
+        xs = [i + (j - 1) * 0.26 for i in range(len(rows))]
+        acc = [r["crossdoc"][cond]["acc"] for _, r in rows]
+        lo = [a - r["crossdoc"][cond]["ci95"][0] for a, (_, r) in zip(acc, rows)]
+        hi = [r["crossdoc"][cond]["ci95"][1] - a for a, (_, r) in zip(acc, rows)]
+        ax.bar(xs, acc, width=0.25, color=color, label=cond, yerr=[lo, hi], capsize=3)
+    chance = rows[0][1]["crossdoc"]["chance"] if rows else 0.2
+    ax.axhline(chance, color="k", lw=0.8, ls="--", label=f"chance {chance:.2f}")
+    top = max([r["crossdoc"][c]["ci95"][1] for _, r in rows for c, _ in conds] + [chance])
+    ax.set_ylim(0, top + 0.1)   # room for the legend above the bars
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{n}\nMLM {r['eval_mlm_loss']:.2f}" for n, r in rows])
+    ax.set_ylabel("cross-document cloze accuracy (95% CI)")
+    d = result.get("linkbert_minus_bert")
+    sub = f"; linkbert-bert on linked {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else ""
+    ax.set_title(f"{Path(result['corpus']).name}, {result['steps']} steps x {result['seeds']} seed(s), "
+                 f"n={rows[0][1]['crossdoc']['n'] if rows else 0}{sub}", fontsize=8)
+    ax.legend(fontsize=8, ncol=4, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--corpus", required=True, help="linked corpus JSONL (.gz/.bz2) with titles")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id (the --init-from one)")
+    p.add_argument("--init-from", required=True, help="BERT weights every arm starts from (folder or Hub id)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm and seed (--quick: 150; else 1000)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds per arm (--quick: 1; else 3)")
+    p.add_argument("--out", required=True, help="output folder (datasets, runs, reports, ablation.json/.png)")
+    p.add_argument("--quick", action="store_true", help="150 steps, 1 seed, 600 probe items at 128 tokens, 192 MLM windows "
+                                                        "(<= 25 min on 2 idle cores)")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--candidates", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0, help="split, datasets and probe items")
+    p.add_argument("--n", type=int, default=None, help="probe items (--quick: 600, else 2000)")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS))
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per training run")
+    a = p.parse_args(argv)
+    cfg = dict(QUICK if a.quick else FULL)
+    cfg.update(lr=a.lr, candidates=a.candidates)
+    cfg["steps"] = a.steps if a.steps is not None else cfg.get("steps", 1000)
+    cfg["seeds"] = a.seeds if a.seeds is not None else cfg.get("seeds", 3)
+    if a.n is not None:
+        cfg["n"] = a.n
+    bad = [x for x in a.arms.split(",") if x not in ARMS]
+    if bad or cfg["steps"] < 1 or cfg["seeds"] < 1:
+        p.error(f"--arms {a.arms} --steps {cfg['steps']} --seeds {cfg['seeds']}: arms from {', '.join(ARMS)}, "
+                "steps and seeds >= 1")
+    return a, cfg
+
+
+def prepare(args, cfg, out: Path) -> tuple[list[Doc], Path, dict[str, Path]]:
+    """Split, write the training/held-out corpora, build each arm's dataset; check the split held."""
+    docs = read_corpus(args.corpus)
+    held = split_documents(docs, cfg["held_out"], args.seed)
+    train_ids = {d.id for d in docs} - held
+    held_corpus, train_corpus = out / "corpus" / "heldout.jsonl", out / "corpus" / "train.jsonl"
+    write_corpus(held_corpus, docs, held)
+    write_corpus(train_corpus, docs, train_ids)
+    log(f"{len(docs)} documents: {len(train_ids)} train, {len(held)} held out -> {held_corpus}")
+    datasets = {}
+    for name in args.arms.split(","):
+        corpus = train_corpus if name != "linkbert-sim" else similarity_corpus(train_corpus, out / "corpus" / "sim.jsonl")
+        if corpus is None:
+            continue
+        data = build_dataset(corpus, args.tokenizer, out / "data" / name, ARMS[name], cfg["max_seq_len"], args.seed,
+                             cfg["dupe_factor"])
+        used, pairs, mean_len = dataset_doc_ids(data)
+        if used & held:
+            raise SystemExit(f"bench_ablation: {name}: held-out documents in training pairs: {sorted(used & held)[:5]}")
+        log(f"{name}: {pairs} pairs ({mean_len:.1f} tokens each), no held-out document in any pair -> {data}")
+        datasets[name] = data
+        cfg.setdefault("tokens_per_pair", {})[name] = round(mean_len, 2)
+    return [d for d in docs if d.id in held], held_corpus, datasets
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = parse_args(argv)
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")   # DeepSpeed would pick cpu itself, with a warning
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ.get("ABLATION_SCORE_THREADS", "2")))
+    t0 = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    held_docs, held_corpus, datasets = prepare(args, cfg, out)
+    from data_prep.hub import resolve
+    init = resolve(args.init_from, "--init-from")
+    result = {"corpus": str(args.corpus), "steps": cfg["steps"], "seeds": cfg["seeds"], "config": cfg,
+              "init_from": str(args.init_from), "arms": {}, "skipped_arms": sorted(set(args.arms.split(",")) - set(datasets))}
+    ref, _ = score_arm("start", [init], held_corpus, held_docs, out, cfg, args.seed)
+    result["reference"] = ref
+    result["wall_s"] = round(time.time() - t0, 1)
+    linked = {}
+    for name, data in datasets.items():
+        t = time.time()
+        exports = [train(data, str(init), out / "runs" / f"{name}-seed{s}", cfg["steps"], s, cfg, args.timeout)
+                   for s in range(cfg["seeds"])]
+        log(f"{name}: trained {cfg['seeds']} x {cfg['steps']} steps in {time.time() - t:.0f} s")
+        result["arms"][name], linked[name] = score_arm(name, exports, held_corpus, held_docs, out, cfg, args.seed)
+        if "bert" in linked and "linkbert" in linked:
+            from finetune.crossdoc import bootstrap_ci
+            d = linked["linkbert"] - linked["bert"]
+            result["linkbert_minus_bert"] = {"mean": round(float(d.mean()), 5), "ci95": bootstrap_ci(d, args.seed)}
+        result["wall_s"] = round(time.time() - t0, 1)
+        (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")   # after each arm: a stopped
+        plot(result, out / "ablation.png")                                            # run keeps what it scored
+    rows = [f"{n}: linked {a['crossdoc']['linked']['acc']:.3f} random {a['crossdoc']['random']['acc']:.3f} "
+            f"none {a['crossdoc']['none']['acc']:.3f} linked-random {a['crossdoc']['linked_minus_random']['mean']:+.3f} "
+            f"{a['crossdoc']['linked_minus_random']['ci95']} MLM {a['eval_mlm_loss']:.3f}"
+            for n, a in [("start", ref), *result["arms"].items()]]
+    print("\n".join(rows))
+    if "linkbert_minus_bert" in result:
+        d = result["linkbert_minus_bert"]
+        print(f"linkbert - bert on linked: {d['mean']:+.3f} {d['ci95']}")
+    print(f"ablation: {out / 'ablation.json'} {out / 'ablation.png'} ({result['wall_s'] / 60:.1f} min)"
+          + (f"; skipped: {', '.join(result['skipped_arms'])}" if result["skipped_arms"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""benchmarks/bench_ablation.py's split: held-out documents are in no training pair of any arm's dataset,
+and the held-out corpus still holds cross-document probe items."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from data_prep.shards import LINKED, Manifest
+from finetune.crossdoc_items import build_items, read_corpus
+
+
+@pytest.fixture(scope="module")
+def bench(repo_root):
+    spec = importlib.util.spec_from_file_location("bench_ablation", repo_root / "benchmarks" / "bench_ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def labels(data):
+    man = Manifest.read(data)
+    return np.concatenate([h5py.File(p, "r")["pair_labels"][:] for p in man.shard_paths])
+
+
+def test_heldout_documents_in_no_training_pair(bench, repo_root, minilm_dir, tmp_path):
+    from transformers import AutoTokenizer
+    rows = [json.loads(x) for x in gzip.open(repo_root / "data_prep" / "corpora" / "jargon.jsonl.gz")][:600]
+    ids = {r["id"] for r in rows}
+    src = tmp_path / "sub.jsonl"
+    src.write_text("".join(json.dumps({**r, "links": [t for t in r["links"] if t in ids]}) + "\n" for r in rows))
+    docs = read_corpus(src)
+    held = bench.split_documents(docs, 0.2, seed=0)
+    assert held == bench.split_documents(docs, 0.2, seed=0) and 100 <= len(held) <= 120
+    train_ids = ids - held
+    bench.write_corpus(tmp_path / "held.jsonl", docs, held)
+    bench.write_corpus(tmp_path / "train.jsonl", docs, train_ids)
+    train_rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in train_rows} == train_ids
+    assert not any(set(r["links"]) & held for r in train_rows)      # no link leads into the held-out set
+    # the held-out corpus is self-contained and has probe items (the split takes linked neighbourhoods)
+    held_docs = read_corpus(tmp_path / "held.jsonl")
+    assert all(set(d.links) <= held for d in held_docs)
+    items, _ = build_items(held_docs, AutoTokenizer.from_pretrained(minilm_dir), 1000, 5, 0)
+    assert len(items) >= 50 and {it.a for it in items} | {it.b for it in items} <= held
+    for name in ("bert", "linkbert"):
+        data = bench.build_dataset(tmp_path / "train.jsonl", str(minilm_dir), tmp_path / name, bench.ARMS[name], 64, 0)
+        used, pairs, _ = bench.dataset_doc_ids(data)
+        assert pairs > 0 and used <= train_ids and not used & held
+        assert len(used) > 0.8 * len(train_ids)        # the check reads real document ids, most of them
+        assert (labels(data) == LINKED).any() == (name == "linkbert")
+    # the same reading of a dataset built from every document does see the held-out ones
+    leak = bench.build_dataset(src, str(minilm_dir), tmp_path / "all", "1,1,0", 64, 0)
+    assert bench.dataset_doc_ids(leak)[0] & held
