@@ -30,6 +30,7 @@ from pretrain.data import BatchLoader, PretrainData
 from pretrain.engine import build_engine, selection, set_matmul_precision, setup_distributed
 from pretrain.errors import PretrainError
 from pretrain.metrics import MetricsWriter
+from pretrain.optim import reapply_schedule
 from pretrain.preflight import check_or_raise
 from pretrain.presets import RELATION_NAMES
 from pretrain.step_stats import EvalStats, StepStats
@@ -140,6 +141,7 @@ def train(cfg: RunConfig) -> int:
         meta = ckpt.resume(engine, last, rank, reshard, log)
         prog = Progress(meta["step"], meta.get("skipped_steps", 0), meta.get("nonfinite_losses", 0))
         consumed = meta["consumed_samples"]
+        _continue_schedule(scheduler, meta, t.max_steps)
         if meta.get("world_size") != world:
             log.warning("resuming on %d ranks from a checkpoint written by %s: the data order is kept, rank RNG "
                         "streams %s", world, meta.get("world_size"), "restored" if meta["rng_restored"] else "re-seeded")
@@ -165,6 +167,15 @@ def train(cfg: RunConfig) -> int:
     dist.barrier()
     dist.destroy_process_group()
     return 0
+
+
+def _continue_schedule(scheduler, meta: dict, max_steps: int) -> None:
+    """After a resume: the lr schedule follows this run's --max-steps (docs/pretrain.md, "Continuing")."""
+    lrs = reapply_schedule(scheduler)
+    before = (meta.get("config") or {}).get("train", {}).get("max_steps")
+    if before is not None and before != max_steps:
+        log.info("schedule horizon %d -> %d steps: step %d trains at lr %.4g", before, max_steps, meta["step"] + 1,
+                 lrs[0])
 
 
 def train_step(engine, loader: BatchLoader, stats: StepStats, device: torch.device, grad_accum: int,
