@@ -227,6 +227,7 @@ class Loop:
         self.last_saved = prog.step if resumed else -1
         self.nan_steps = faults.nan_steps()
         self.interval = (prog.step, time.perf_counter())
+        self.save_time_s = None   # the last mid-run save (+ hf_every export), in the next metrics record
 
     def run(self) -> None:
         t, m, c = self.cfg.train, self.cfg.metrics, self.cfg.checkpoint
@@ -245,7 +246,10 @@ class Loop:
                 continue
             rec = self.read_stats(grad_norm if zero0 else self.engine.get_global_grad_norm(), lr)
             stop = rec.pop("stop")
+            t_eval = time.perf_counter()
             ev = self.evaluate() if eval_now else {}
+            if ev:
+                ev["eval_time_s"] = time.perf_counter() - t_eval
             if self.rank == 0 and (log_now or ev or failing):
                 self.writer.log({**rec, **ev})
             if failing:
@@ -257,9 +261,15 @@ class Loop:
                 self.save(step)
                 return
             if save_now:
+                t_save = time.perf_counter()
                 self.save(step)
                 if c.hf_every and step % c.hf_every == 0:
                     self.export(ckpt.ckpt_root(self.out) / ckpt.tag_for(step), self.out / f"hf-step{step}")
+                self.save_time_s = time.perf_counter() - t_save
+                log.info("checkpoint of step %d saved in %.1f s", step, self.save_time_s)
+            if ev or save_now:
+                # throughput (tokens/s, MFU, step time) counts training only: eval and save are timed apart
+                self.interval = (step, time.perf_counter())
         self.finish()
 
     def _count_skip(self) -> bool:
@@ -298,7 +308,8 @@ class Loop:
                "consumed_samples": self.loader.next_position, "skipped": not self.engine.was_step_applied(),
                "skipped_total": p.skipped_total, "nonfinite_losses": p.nonfinite_total,
                "step_time_s": dt / max(1, steps_done), "mfu": None, "peak_mem_mb": _peak_mem_mb(self.device),
-               "stop": r["stop"] > 0}
+               "save_time_s": self.save_time_s, "stop": r["stop"] > 0}
+        self.save_time_s = None
         if self.flops_fn is not None and self.peak_total and r["micro_batches"]:
             mean_width = r["widths"] / r["micro_batches"]
             rec["mfu"] = r["tokens"] * self.flops_fn(int(mean_width)) / dt / self.peak_total
