@@ -17,7 +17,7 @@ import pytest
 import torch
 from engine_helpers import read_jsonl, synthetic_dataset
 
-from tests.procs import ROOT, child_env, free_port, kill_tree
+from tests.procs import ROOT, child_env, free_port, kill_tree, run
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +52,25 @@ def _flags(cell, data: Path, folder: Path) -> list[str]:
             "--precision", precision, *extra, *FLAGS]
 
 
+BUILD_OPS = ("from deepspeed.accelerator import get_accelerator\n"
+             "for name in ('ShareMemCommBuilder', 'FusedAdamBuilder'):\n"
+             "    b = get_accelerator().create_op_builder(name)\n"
+             "    if b is not None:\n"
+             "        b.load()\n")
+
+
+def _build_deepspeed_ops() -> None:
+    """DeepSpeed compiles its CPU ops (shared-memory comm, the JSON's Adam) on first use, ~40 s each, under a
+    file lock. Built once here, alone: two cells compiling at once would share the wait inside their
+    timeouts, and a cell killed mid-build would leave the lock behind for every later one."""
+    run([sys.executable, "-c", BUILD_OPS], timeout=1200, env=child_env())
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory):
     """Every cell's run folders, two cells at a time (2 cores; each cell is one process, one rank)."""
     base = tmp_path_factory.mktemp("matrix")
+    _build_deepspeed_ops()
     data = synthetic_dataset(base / "data", n=100, max_seq_len=16)
     pending, running, results = list(CELLS), {}, {}
     t0 = time.time()
@@ -134,6 +149,8 @@ def test_cell(cell, matrix, tmp_path):
     m = read_jsonl(a / "metrics.jsonl")
     assert [r["step"] for r in m] == list(range(1, MORE + 1))
     assert not any(r["skipped"] for r in m) and all(r["lr"] > 0 for r in m)
+    # the mid-run save is timed apart from training: reported in the next record, not in step_time_s
+    assert m[0]["save_time_s"] is None and m[SAVE]["save_time_s"] > 0
     # resume from the mid-run checkpoint: the same losses as the uninterrupted run
     rb = read_jsonl(b / "metrics.jsonl")
     assert [r["step"] for r in rb] == list(range(SAVE + 1, STEPS + 1))
@@ -152,3 +169,39 @@ def test_cell(cell, matrix, tmp_path):
     # exports: hf_every at the mid-run save, the final one, and linkbert-export of the mid-run checkpoint
     assert (a / "hf" / "model.safetensors").is_file()
     _check_export(cell, a / f"hf-step{SAVE}", a / "checkpoints" / f"step{SAVE}", tmp_path / "hf")
+
+
+def test_two_ranks_bf16_zero1_named_optimizer_exports_and_continues(tmp_path):
+    """Where the world size matters: BF16_Optimizer partitions its fp32 masters across ranks, so the export
+    must lay two ranks' slices end to end (each parameter equals its trained bf16 weight when rounded);
+    then continuing the finished run trains every new step at the new horizon's lr."""
+    from engine_helpers import run_ranks
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM
+
+    from pretrain.export import main as export_main
+    data = synthetic_dataset(tmp_path / "data", n=100, max_seq_len=16)
+    out = tmp_path / "run"
+    flags = [*_flags(("1", "bf16", "ds"), data, tmp_path), "--output", str(out), "--save-every", str(SAVE),
+             "--checkpoint.keep_last=100", f"--checkpoint.hf_every={SAVE}"]
+    run_ranks([*flags, "--max-steps", str(STEPS), "--checkpoint.export_final=false"], timeout=CELL_TIMEOUT)
+    folder = out / "checkpoints" / f"step{SAVE}"
+    assert len(list(folder.glob("bf16_zero_pp_rank_*_optim_states.pt"))) == 2
+    assert export_main([str(folder), "--out", str(tmp_path / "hf")]) == 0
+    a = load_file(tmp_path / "hf" / "model.safetensors")
+    b = load_file(out / f"hf-step{SAVE}" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    module = _module_weights(folder)
+    checked = 0
+    for k, v in module.items():
+        if k in a and v.is_floating_point():
+            assert torch.equal(a[k].to(torch.bfloat16), v), k
+            checked += 1
+    assert checked > 20
+    AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
+    _, log = run_ranks([*flags, "--max-steps", str(MORE)], timeout=CELL_TIMEOUT)
+    assert f"schedule horizon {STEPS} -> {MORE} steps" in log
+    m = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in m] == list(range(1, MORE + 1))
+    assert all(r["lr"] > 0 and not r["skipped"] for r in m)
+    assert (out / "hf" / "model.safetensors").is_file()
