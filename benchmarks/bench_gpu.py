@@ -291,7 +291,8 @@ def section_speed(args, device) -> dict:
 
         batch = (ids, mask, tt, pos, labels, rel, dense)
 
-        def step_ours(m=ours, opt=torch.optim.AdamW(ours.parameters(), lr=1e-5, fused=fused), batch=batch):
+        def step_ours(m=ours, opt=torch.optim.AdamW(ours.parameters(), lr=1e-5, fused=fused), batch=batch,
+                      unpad=unpad):
             ids, mask, tt, pos, labels, rel, _ = batch
             out = m(ids, mask, tt, masked_positions=pos, masked_labels=labels, relation_labels=rel, **unpad)
             out.loss.backward()

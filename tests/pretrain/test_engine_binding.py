@@ -68,47 +68,50 @@ def _bind(monkeypatch, launcher: str, local: int) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
-@pytest.mark.parametrize("launcher", ["slurm", "openmpi", "mpich"])
-def test_deepspeed_reads_the_engines_device_under_one_gpu_per_task(launcher, monkeypatch):
+def _one_task(m, launcher: str, local: int) -> None:
     import importlib
     ds_comm = importlib.import_module("deepspeed.comm.comm")
     ds_torch = importlib.import_module("deepspeed.comm.torch")   # `import ... as` would give the torch package
     pp = importlib.import_module("deepspeed.runtime.zero.partition_parameters")
+    _bind(m, launcher, local)
+    set_devices, inits = [], []
+    m.setattr(torch.cuda, "set_device", lambda d: set_devices.append(torch.device(d)))
+    m.setattr(dist_env, "wait_for_master", lambda env: None)
+    acc = FakeCudaAccelerator()
+    m.setattr(ds_torch, "get_accelerator", lambda: acc)
 
+    def record_init(backend, timeout=None, init_method=None, rank=-1, world_size=-1, device_id=None):
+        inits.append((backend, dict(rank=os.environ["RANK"], world_size=os.environ["WORLD_SIZE"],
+                                    device_id=device_id)))   # env:// reads rank and size there
+        raise Stop
+    m.setattr(ds_torch, "build_shm_op", lambda: None)   # a CPU-only op; nothing to build on a GPU node
+    m.setattr(torch.distributed, "init_process_group", record_init)
+    m.setattr(torch.distributed, "is_initialized", lambda: False)
+    m.setattr(ds_comm, "cdb", None)
+    with pytest.raises(Stop):
+        engine.setup_distributed()   # the engine's choice, then DeepSpeed's real init_distributed
+    assert set_devices == [torch.device("cuda", 0)], (launcher, local)
+    assert len(inits) == 1 and inits[0][0] == "nccl"
+    assert inits[0][1]["device_id"] == torch.device("cuda", 0), (launcher, local, inits)
+    assert inits[0][1]["rank"] == str(8 + local) and inits[0][1]["world_size"] == "16"
+    # ZeRO-3: zero.Init picks and sets its device from LOCAL_RANK
+    zacc = FakeCudaAccelerator()
+    m.setattr(pp, "get_accelerator", lambda: zacc)
+    m.setattr(pp, "dist", SimpleNamespace(is_initialized=lambda: True, get_world_group=lambda: None,
+                                          get_rank=lambda group=None: 8 + local,
+                                          get_world_size=lambda group=None: 16))
+    with pytest.raises(Stop):
+        pp.Init(module=None, config_dict_or_path=None, enabled=True)
+    assert zacc.set == ["cuda:0"], (launcher, local, zacc.names)
+    # our own code still knows the launcher's local rank (data order, node rank)
+    assert dist_env.discover(_task_env(launcher, local)).local_rank == local
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "openmpi", "mpich"])
+def test_deepspeed_reads_the_engines_device_under_one_gpu_per_task(launcher, monkeypatch):
     for local in range(8):
         with monkeypatch.context() as m:
-            _bind(m, launcher, local)
-            set_devices, inits = [], []
-            m.setattr(torch.cuda, "set_device", lambda d: set_devices.append(torch.device(d)))
-            m.setattr(dist_env, "wait_for_master", lambda env: None)
-            acc = FakeCudaAccelerator()
-            m.setattr(ds_torch, "get_accelerator", lambda: acc)
-
-            def record_init(backend, timeout=None, init_method=None, rank=-1, world_size=-1, device_id=None):
-                inits.append((backend, dict(rank=os.environ["RANK"], world_size=os.environ["WORLD_SIZE"],
-                                            device_id=device_id)))   # env:// reads rank and size there
-                raise Stop
-            m.setattr(ds_torch, "build_shm_op", lambda: None)   # a CPU-only op; nothing to build on a GPU node
-            m.setattr(torch.distributed, "init_process_group", record_init)
-            m.setattr(torch.distributed, "is_initialized", lambda: False)
-            m.setattr(ds_comm, "cdb", None)
-            with pytest.raises(Stop):
-                engine.setup_distributed()   # the engine's choice, then DeepSpeed's real init_distributed
-            assert set_devices == [torch.device("cuda", 0)], (launcher, local)
-            assert len(inits) == 1 and inits[0][0] == "nccl"
-            assert inits[0][1]["device_id"] == torch.device("cuda", 0), (launcher, local, inits)
-            assert inits[0][1]["rank"] == str(8 + local) and inits[0][1]["world_size"] == "16"
-            # ZeRO-3: zero.Init picks and sets its device from LOCAL_RANK
-            zacc = FakeCudaAccelerator()
-            m.setattr(pp, "get_accelerator", lambda: zacc)
-            m.setattr(pp, "dist", SimpleNamespace(is_initialized=lambda: True, get_world_group=lambda: None,
-                                                  get_rank=lambda group=None: 8 + local,
-                                                  get_world_size=lambda group=None: 16))
-            with pytest.raises(Stop):
-                pp.Init(module=None, config_dict_or_path=None, enabled=True)
-            assert zacc.set == ["cuda:0"], (launcher, local, zacc.names)
-            # our own code still knows the launcher's local rank (data order, node rank)
-            assert dist_env.discover(_task_env(launcher, local)).local_rank == local
+            _one_task(m, launcher, local)
 
 
 def test_without_binding_deepspeed_reads_the_local_rank(monkeypatch):
