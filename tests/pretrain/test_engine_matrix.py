@@ -53,24 +53,24 @@ def _flags(cell, data: Path, folder: Path) -> list[str]:
 
 
 BUILD_OPS = ("from deepspeed.accelerator import get_accelerator\n"
-             "for name in ('ShareMemCommBuilder', 'FusedAdamBuilder'):\n"
+             "for name in ('ShareMemCommBuilder', 'FusedAdamBuilder', 'CPUAdamBuilder'):\n"
              "    b = get_accelerator().create_op_builder(name)\n"
              "    if b is not None:\n"
              "        b.load()\n")
 
 
-def _build_deepspeed_ops() -> None:
-    """DeepSpeed compiles its CPU ops (shared-memory comm, the JSON's Adam) on first use, ~40 s each, under a
-    file lock. Built once here, alone: two cells compiling at once would share the wait inside their
-    timeouts, and a cell killed mid-build would leave the lock behind for every later one."""
+@pytest.fixture(scope="module")
+def deepspeed_ops() -> None:
+    """DeepSpeed compiles its CPU ops (shared-memory comm, the JSON's Adam, with offload its CPU Adam) on
+    first use, ~40 s each, under a file lock. Built once here, alone: two cells compiling at once would
+    share the wait inside their timeouts, and a cell killed mid-build would leave the lock behind."""
     run([sys.executable, "-c", BUILD_OPS], timeout=1200, env=child_env())
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory):
+def matrix(tmp_path_factory, deepspeed_ops):
     """Every cell's run folders, two cells at a time (2 cores; each cell is one process, one rank)."""
     base = tmp_path_factory.mktemp("matrix")
-    _build_deepspeed_ops()
     data = synthetic_dataset(base / "data", n=100, max_seq_len=16)
     pending, running, results = list(CELLS), {}, {}
     t0 = time.time()
@@ -171,7 +171,7 @@ def test_cell(cell, matrix, tmp_path):
     _check_export(cell, a / f"hf-step{SAVE}", a / "checkpoints" / f"step{SAVE}", tmp_path / "hf")
 
 
-def test_two_ranks_bf16_zero1_named_optimizer_exports_and_continues(tmp_path):
+def test_two_ranks_bf16_zero1_named_optimizer_exports_and_continues(tmp_path, deepspeed_ops):
     """Where the world size matters: BF16_Optimizer partitions its fp32 masters across ranks, so the export
     must lay two ranks' slices end to end (each parameter equals its trained bf16 weight when rounded);
     then continuing the finished run trains every new step at the new horizon's lr."""
