@@ -281,12 +281,20 @@ def section_speed(args, device) -> dict:
         hf = hf.to(device=device, dtype=dtype).train()
         dense = torch.full_like(ids, -100).scatter(1, pos, labels)
         fused = device.type == "cuda"
+        # the unpadding metadata the trainer's loader gives the model (computed here once, outside the
+        # timed steps): without it the unpadded path would do nonzero() and lens.max(), two host syncs a step
+        lens = mask.sum(1).cpu()
+        unpad = {"cu_seqlens": torch.nn.functional.pad(lens.cumsum(0, dtype=torch.int32), (1, 0)).to(device),
+                 "max_seqlen": int(lens.max()),
+                 "unpad_indices": mask.reshape(-1).bool().nonzero().squeeze(1)}
+        n_masked = int((labels != -100).sum())
 
         batch = (ids, mask, tt, pos, labels, rel, dense)
 
-        def step_ours(m=ours, opt=torch.optim.AdamW(ours.parameters(), lr=1e-5, fused=fused), batch=batch):
+        def step_ours(m=ours, opt=torch.optim.AdamW(ours.parameters(), lr=1e-5, fused=fused), batch=batch,
+                      unpad=unpad):
             ids, mask, tt, pos, labels, rel, _ = batch
-            out = m(ids, mask, tt, masked_positions=pos, masked_labels=labels, relation_labels=rel)
+            out = m(ids, mask, tt, masked_positions=pos, masked_labels=labels, relation_labels=rel, **unpad)
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -302,11 +310,13 @@ def section_speed(args, device) -> dict:
         from gpu_numerics import time_ms
         ms_ours = time_ms(step_ours, device, steps, warm)
         ms_hf = time_ms(step_hf, device, steps, warm)
-        fpt = flops.flops_per_token(cfg, s)
+        # model FLOPs of the batch actually run: each sequence's own length in attention, the masked labels
+        # present in the sparse head (ours) or every non-pad token in the dense one (HF)
+        f_ours = flops.batch_flops(cfg, lens.tolist(), n_masked)
+        f_hf = flops.batch_flops(cfg, lens.tolist(), tokens)
         r = {"model": preset, "seq": s, "batch": b, "tokens": tokens, "ours_tok_s": tokens / ms_ours * 1e3,
              "hf_tok_s": tokens / ms_hf * 1e3, "ratio": ms_hf / ms_ours,
-             "ours_mfu": tokens / ms_ours * 1e3 * fpt / peak,
-             "hf_mfu": tokens / ms_hf * 1e3 * flops.flops_per_token(cfg, s, sparse_mlm=False) / peak,
+             "ours_mfu": f_ours / (ms_ours * 1e-3) / peak, "hf_mfu": f_hf / (ms_hf * 1e-3) / peak,
              "attention": modeling.selection(ours, device, dtype)["attention"]}
         rows.append(r)
         log(f"  {preset:<5} S={s:<4} B={b:<4} ours {r['ours_tok_s']:>10.0f} tok/s (MFU {r['ours_mfu']:.1%}, "

@@ -309,11 +309,55 @@ def resolve(ckpt: str | Path) -> Path:
                           "OUTPUT/checkpoints/stepN written by linkbert-pretrain)")
 
 
+def _bf16_optimizer_files(folder: Path) -> list[Path]:
+    """The per-rank optimizer files of DeepSpeed's BF16_Optimizer, in rank order ([] for other checkpoints).
+
+    DeepSpeed picks that wrapper (not its ZeRO optimizer) for bf16 + ZeRO-1 with fp32 gradient
+    accumulation. It partitions the fp32 master weights like ZeRO-1 but writes no ``zero_stage`` key, so
+    DeepSpeed's ``zero_to_fp32`` refuses the checkpoint ("is not a zero checkpoint")."""
+    return sorted(folder.glob("bf16_zero_pp_rank_*_mp_rank_00_optim_states.pt"), key=_bf16_rank)
+
+
+def _bf16_rank(f: Path) -> int:
+    return int(re.match(r"bf16_zero_pp_rank_(\d+)_", f.name).group(1))
+
+
+def _bf16_optimizer_state_dict(folder: Path, files: list[Path]) -> dict[str, torch.Tensor]:
+    """fp32 master weights of a BF16_Optimizer checkpoint, by parameter name.
+
+    Each rank file holds, per parameter group, its slice of the flat fp32 group
+    (``single_partition_of_fp32_groups``) and where each parameter's fragment lies in that slice
+    (``param_slice_mappings``: name -> (numel, start)). Rank r's slice starts at r x slice length in the
+    flat group, so a parameter is its fragments laid end to end at those offsets, in flat order."""
+    model = torch.load(next(folder.glob("mp_rank_*_model_states.pt")), map_location="cpu", weights_only=False)
+    shapes = {k: v for group in model["param_shapes"] for k, v in group.items()}
+    pieces: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for f in files:
+        sd = torch.load(f, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        for flat, mapping in zip(sd["single_partition_of_fp32_groups"], sd["param_slice_mappings"]):
+            base = _bf16_rank(f) * flat.numel()
+            for name, frag in mapping.items():
+                pieces.setdefault(name, []).append((base + frag.start, flat.narrow(0, frag.start, frag.numel)))
+    state = dict(model["module"])   # buffers and anything the optimizer does not hold
+    for name, parts in pieces.items():
+        full = torch.cat([t for _, t in sorted(parts, key=lambda x: x[0])])
+        if full.numel() != shapes[name].numel():
+            raise CheckpointError(f"{folder}: {name} has {full.numel()} of {shapes[name].numel()} values in the "
+                                  "optimizer files (a rank's file is missing?)")
+        state[name] = full.view(shapes[name]).clone()
+    for alias, src in (model.get("shared_params") or {}).items():
+        state[alias] = state[src]
+    return state
+
+
 def consolidated_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """fp32 weights of a checkpoint, whatever ZeRO stage wrote it (CPU only, no process group)."""
     meta = read_meta(folder)
     stage = int(meta.get("zero_stage", 0))
-    if stage >= 1:
+    bf16_files = _bf16_optimizer_files(folder) if stage == 1 else []
+    if bf16_files:
+        state = _bf16_optimizer_state_dict(folder, bf16_files)
+    elif stage >= 1:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         state = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     elif (folder / MASTER_WEIGHTS).is_file():

@@ -473,8 +473,11 @@ def fill_ds_config(cfg: RunConfig, world: int, device_type: str = "cpu") -> tupl
         raise ConfigError(f"LAMB with ZeRO-{t.zero_stage}: ZeRO hands the optimizer flat partitions "
                           "that cut across tensors, so LAMB's per-tensor trust ratios would be wrong; use "
                           "--zero-stage 0 with lamb, or --optim.name=adamw with ZeRO")
-    if t.precision == "bf16" and t.zero_stage in (1, 2):
-        # accumulate micro-batch gradients in fp32: bf16 sums lose the small ones over many micro-batches
+    if t.precision == "bf16" and t.zero_stage in (1, 2, 3):
+        # accumulate micro-batch gradients in fp32: bf16 sums lose the small ones over many micro-batches.
+        # ZeRO-3 takes it too (its partitioned gradient buffers default to the model's dtype). Without ZeRO
+        # (stage 0) DeepSpeed refuses a bf16 model with fp32 accumulation ("unsupported mix"), so stage 0
+        # accumulates in bf16; ZeRO-1 with it selects DeepSpeed's BF16_Optimizer (checkpoint.py exports it).
         ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     off = zo.get("offload_optimizer") or {}
     if off and device_type != "cuda":

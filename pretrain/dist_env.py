@@ -46,8 +46,14 @@ class DistEnv:
     def node_rank(self) -> int:
         return self.rank // max(self.local_world_size, 1)
 
-    def export(self, environ: dict | None = None, announce: bool = True) -> None:
+    def export(self, environ: dict | None = None, announce: bool = True, device_index: int | None = None) -> None:
         """Write the torch.distributed variables so `init_process_group("env://")` works.
+
+        ``device_index``: the CUDA device this rank drives (engine.pick_device). DeepSpeed reads
+        LOCAL_RANK as a device index (the ``device_id`` its ``init_distributed`` gives NCCL, ZeRO-3's
+        ``set_device``), so LOCAL_RANK is exported as that index: under one-GPU-per-task binding the
+        launcher's local rank (SLURM_LOCALID 3, say) names a device this process cannot see, while
+        its one device is cuda:0. Our own code keeps the launcher's local rank in DistEnv.
 
         Also points gloo at the interface that routes to the master when the user has not chosen
         one: gloo otherwise binds to whatever the hostname resolves to (often 127.0.0.1 on clusters
@@ -56,7 +62,8 @@ class DistEnv:
         thing to look at when a multi-node job hangs.
         """
         env = os.environ if environ is None else environ
-        env.update({"RANK": str(self.rank), "LOCAL_RANK": str(self.local_rank),
+        local = self.local_rank if device_index is None else device_index
+        env.update({"RANK": str(self.rank), "LOCAL_RANK": str(local),
                     "WORLD_SIZE": str(self.world_size), "LOCAL_WORLD_SIZE": str(self.local_world_size),
                     "MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port)})
         if self.is_distributed and not env.get("GLOO_SOCKET_IFNAME"):

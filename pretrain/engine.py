@@ -60,7 +60,9 @@ def setup_distributed() -> tuple[dist_env.DistEnv, torch.device]:
             s.bind(("127.0.0.1", 0))
             env = dataclasses.replace(env, master_addr="127.0.0.1", master_port=s.getsockname()[1])
     device = pick_device(env)
-    env.export()   # mpirun/srun-started ranks: torch.distributed and DeepSpeed read these
+    # mpirun/srun-started ranks: torch.distributed and DeepSpeed read these; DeepSpeed's LOCAL_RANK is the
+    # device index this rank drives (0 under one GPU per task), not the launcher's local rank
+    env.export(device_index=device.index if device.type == "cuda" else None)
     # A wrong or unreachable master is one clear line after LINKBERT_RENDEZVOUS_TIMEOUT seconds, not torch's
     # silent 30-minute store retry. (Collectives keep DeepSpeed's long timeout: ZeRO-3 saves can be slow.)
     dist_env.wait_for_master(env)
@@ -87,22 +89,21 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module, ds_config: dict, client
 
     t = cfg.train
     offload = bool(ds_config.get("zero_optimization", {}).get("offload_optimizer"))
-    optimizer, desc, scheduler = None, "DeepSpeed " + ds_config.get("optimizer", {}).get("type", ""), None
+    optimizer, desc = None, "DeepSpeed " + ds_config.get("optimizer", {}).get("type", "")
     if client_opt:
         optimizer, desc = build_optimizer(cfg, model, device.type, offload)
         if t.zero_stage == 0 and t.precision == "fp32":
             guard_nonfinite(optimizer)
-        scheduler = build_scheduler(cfg, optimizer)
     # DeepSpeed would take the device from LOCAL_RANK; with one GPU per task that index does not exist.
     args = SimpleNamespace(device_rank=device.index) if device.type == "cuda" else None
+    # The schedule as a callable: DeepSpeed applies it to the plain optimizer (ours, or the one its JSON
+    # names), never to its ZeRO/bf16 wrapper, which is no torch Optimizer; the wrappers read that
+    # optimizer's param_groups, so the lr set there is the lr used.
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        args=args, model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
-        model_parameters=None if client_opt else model.parameters())
+        args=args, model=model, optimizer=optimizer, lr_scheduler=lambda opt: build_scheduler(cfg, opt),
+        config=ds_config, model_parameters=None if client_opt else model.parameters())
     if engine.device != device:
         raise RuntimeError(f"DeepSpeed placed the model on {engine.device}, this rank drives {device}")
-    if not client_opt:
-        scheduler = build_scheduler(cfg, optimizer)
-        engine.lr_scheduler = scheduler
     return engine, optimizer, scheduler, desc
 
 

@@ -32,6 +32,20 @@ def flops_per_token(config, seq_len: int, masked_fraction: float = 0.15, sparse_
     return (3.0 if training else 1.0) * (encoder + mlm + relation)
 
 
+def batch_flops(config, lens, n_predicted: int, training: bool = True) -> float:
+    """Matmul FLOPs of one step on a batch as it was run: sequences of the given non-pad lengths, and
+    ``n_predicted`` positions through the MLM head (the masked labels actually present; every non-pad
+    token for a dense head). The same terms as ``flops_per_token``, with attention from each sequence's
+    own length instead of a padded width."""
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    lens = [int(n) for n in lens]
+    tokens = sum(lens)
+    encoder = config.num_hidden_layers * ((8 * h * h + 4 * h * i) * tokens + 4 * h * sum(n * n for n in lens))
+    mlm = n_predicted * (2 * h * h + 2 * h * v)
+    relation = len(lens) * (2 * h * h + 2 * h * 3)
+    return (3.0 if training else 1.0) * (encoder + mlm + relation)
+
+
 # Dense (no structured sparsity) peak tensor FLOP/s from the vendors' data sheets: (bf16/fp16, fp32).
 # fp32 uses TF32 tensor cores where the GPU has them, as torch does with allow_tf32.
 _GPU_PEAKS = [

@@ -152,6 +152,22 @@ def build_scheduler(cfg: RunConfig, optimizer) -> LambdaLR:
     return LambdaLR(optimizer, lr_lambda(cfg))
 
 
+def reapply_schedule(scheduler: LambdaLR) -> list[float]:
+    """Set the lr of the scheduler's current step from its (this run's) schedule; returns the new lrs.
+
+    A resumed scheduler restores its step count and the lr it last computed, which came from the
+    horizon (max_steps) of the run that saved it. The schedule is a function of the step and this
+    run's horizon, so after a resume the lr is recomputed: with an unchanged --max-steps that is the
+    same value; with a larger one (continuing a finished run) the next step trains at the new
+    schedule's lr instead of the old schedule's final value (0 for a decay to 0)."""
+    step = scheduler.last_epoch
+    lrs = [base * f(step) for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)
+    return lrs
+
+
 def guard_nonfinite(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """Make a plain optimizer skip a step whose gradients are not finite and say so via ``.overflow``,
     the attribute DeepSpeed's engine reads to skip the scheduler and count the step as skipped. ZeRO

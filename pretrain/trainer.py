@@ -30,6 +30,7 @@ from pretrain.data import BatchLoader, PretrainData
 from pretrain.engine import build_engine, selection, set_matmul_precision, setup_distributed
 from pretrain.errors import PretrainError
 from pretrain.metrics import MetricsWriter
+from pretrain.optim import reapply_schedule
 from pretrain.preflight import check_or_raise
 from pretrain.presets import RELATION_NAMES
 from pretrain.step_stats import EvalStats, StepStats
@@ -145,6 +146,7 @@ def train(cfg: RunConfig) -> int:
         meta = ckpt.resume(engine, last, rank, reshard, log)
         prog = Progress(meta["step"], meta.get("skipped_steps", 0), meta.get("nonfinite_losses", 0))
         consumed = meta["consumed_samples"]
+        _continue_schedule(scheduler, meta, t.max_steps)
         if meta.get("world_size") != world:
             log.warning("resuming on %d ranks from a checkpoint written by %s: the data order is kept, rank RNG "
                         "streams %s", world, meta.get("world_size"), "restored" if meta["rng_restored"] else "re-seeded")
@@ -170,6 +172,15 @@ def train(cfg: RunConfig) -> int:
     dist.barrier()
     dist.destroy_process_group()
     return 0
+
+
+def _continue_schedule(scheduler, meta: dict, max_steps: int) -> None:
+    """After a resume: the lr schedule follows this run's --max-steps (docs/pretrain.md, "Continuing")."""
+    lrs = reapply_schedule(scheduler)
+    before = (meta.get("config") or {}).get("train", {}).get("max_steps")
+    if before is not None and before != max_steps:
+        log.info("schedule horizon %d -> %d steps: step %d trains at lr %.4g", before, max_steps, meta["step"] + 1,
+                 lrs[0])
 
 
 def train_step(engine, loader: BatchLoader, stats: StepStats, device: torch.device, grad_accum: int,
@@ -221,6 +232,7 @@ class Loop:
         self.last_saved = prog.step if resumed else -1
         self.nan_steps = faults.nan_steps()
         self.interval = (prog.step, time.perf_counter())
+        self.save_time_s = None   # the last mid-run save (+ hf_every export), in the next metrics record
 
     def run(self) -> None:
         t, m, c = self.cfg.train, self.cfg.metrics, self.cfg.checkpoint
@@ -239,7 +251,10 @@ class Loop:
                 continue
             rec = self.read_stats(grad_norm if zero0 else self.engine.get_global_grad_norm(), lr)
             stop = rec.pop("stop")
+            t_eval = time.perf_counter()
             ev = self.evaluate() if eval_now else {}
+            if ev:
+                ev["eval_time_s"] = time.perf_counter() - t_eval
             if self.rank == 0 and (log_now or ev or failing):
                 self.writer.log({**rec, **ev})
             if failing:
@@ -251,9 +266,15 @@ class Loop:
                 self.save(step)
                 return
             if save_now:
+                t_save = time.perf_counter()
                 self.save(step)
                 if c.hf_every and step % c.hf_every == 0:
                     self.export(ckpt.ckpt_root(self.out) / ckpt.tag_for(step), self.out / f"hf-step{step}")
+                self.save_time_s = time.perf_counter() - t_save
+                log.info("checkpoint of step %d saved in %.1f s", step, self.save_time_s)
+            if ev or save_now:
+                # throughput (tokens/s, MFU, step time) counts training only: eval and save are timed apart
+                self.interval = (step, time.perf_counter())
         self.finish()
 
     def _count_skip(self) -> bool:
@@ -292,7 +313,8 @@ class Loop:
                "consumed_samples": self.loader.next_position, "skipped": not self.engine.was_step_applied(),
                "skipped_total": p.skipped_total, "nonfinite_losses": p.nonfinite_total,
                "step_time_s": dt / max(1, steps_done), "mfu": None, "peak_mem_mb": _peak_mem_mb(self.device),
-               "stop": r["stop"] > 0}
+               "save_time_s": self.save_time_s, "stop": r["stop"] > 0}
+        self.save_time_s = None
         if self.flops_fn is not None and self.peak_total and r["micro_batches"]:
             mean_width = r["widths"] / r["micro_batches"]
             rec["mfu"] = r["tokens"] * self.flops_fn(int(mean_width)) / dt / self.peak_total

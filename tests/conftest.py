@@ -18,9 +18,21 @@ for k, v in {
     "HF_HOME": str(ROOT / ".cache" / "huggingface"),
 }.items():
     os.environ.setdefault(k, v)
+
+
+def _cuda_usable() -> bool:
+    """Whether CUDA itself reports a device: some container runtimes expose GPUs without
+    /proc/driver/nvidia/gpus, and a CUDA_VISIBLE_DEVICES set on a CPU machine proves nothing."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and torch.cuda.device_count() > 0
+
+
 # DeepSpeed's CPU accelerator only where there is no GPU: on a GPU node (make gpu-check) the suite must
 # see CUDA. (DeepSpeed picks cpu by itself here; the variable only silences its warning.)
-if not os.path.exists("/proc/driver/nvidia/gpus") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+if not _cuda_usable():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 

@@ -13,6 +13,16 @@ JSON=${GPU_JSON:-$ROOT/gpu_check.json}
 SITE=$ROOT/.cache/gpu-site
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    # no traceback: one line, and the compile table (needs torch + triton, no GPU) from .venv where it exists
+    if [ -x "$ROOT/.venv/bin/python" ] && "$ROOT/.venv/bin/python" -c "import torch" >/dev/null 2>&1; then
+        echo "gpu-check: $PY has no torch: compile table with .venv/bin/python (GPU_PYTHON=/path/to/cuda/python for the rest)"
+        PY=$ROOT/.venv/bin/python
+    else
+        echo "gpu-check: $PY has no torch and there is no .venv with one: set GPU_PYTHON to a CUDA Python (or make install)"
+        exit 2
+    fi
+fi
 if ! "$PY" -c "import deepspeed" >/dev/null 2>&1; then
     if ls .whl/*.whl >/dev/null 2>&1; then
         echo "gpu-check: DeepSpeed missing in $PY: installing .whl/*.whl and the project (--no-deps) into $SITE"
@@ -26,7 +36,7 @@ if ! "$PY" -c "import deepspeed" >/dev/null 2>&1; then
              "the trainer section will fail"
     fi
 fi
-if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     export DS_ACCELERATOR=cuda
 else
     echo "gpu-check: no CUDA device: compile table only, every other section skipped"

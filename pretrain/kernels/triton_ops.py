@@ -18,6 +18,36 @@ import triton.language as tl
 from . import configs
 
 
+def _interpreter_index_compat() -> None:
+    """Under TRITON_INTERPRET=1 only: let a scalar kernel argument bound a ``range`` on Triton 3.6 too.
+
+    Triton 3.6's interpreter holds a scalar argument as a one-element array and turns it into an index
+    with ``int(array)``, which NumPy 2 refuses ("only 0-dimensional arrays can be converted to Python
+    scalars"), so every ``range(.., vspan/hdim, ..)`` here failed; Triton 3.9 squeezes the array first.
+    This gives 3.6's interpreter 3.9's conversion, inside the same per-launch patch scope (restored after
+    each launch). The kernels' source and the compiled code are untouched."""
+    import os
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "squeezes_index", False):
+        return
+
+    def patch(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch.squeezes_index = True
+    interpreter._patch_lang_tensor = patch
+
+
+_interpreter_index_compat()
+
+
 # ---------------------------------------------------------------- bias + GELU (erf), forward and backward
 @triton.jit
 def _bias_gelu_fwd(x_ptr, b_ptr, y_ptr, numel, ncols, BLOCK: tl.constexpr):

@@ -7,6 +7,7 @@ import sys
 from tests.procs import ROOT, child_env, run
 
 BENCH = str(ROOT / "benchmarks" / "bench_gpu.py")
+GPU_CHECK_TIMEOUT_S = 1200
 
 
 def test_bench_gpu_smoke_on_cpu(tmp_path):
@@ -47,3 +48,16 @@ def test_bench_gpu_failing_section_does_not_hide_the_others(tmp_path):
     assert report["sections"]["env"]["status"] == "FAIL" and "planted" in report["sections"]["env"]["reason"]
     assert report["sections"]["speed"]["status"] == "pass"
 
+
+def test_gpu_check_without_torch_is_one_line(tmp_path):
+    """`make gpu-check` with a python3 that has no torch and no .venv: one line, exit 2, no traceback."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "gpu_check.sh").write_text((ROOT / "tools" / "gpu_check.sh").read_text())
+    fake = tmp_path / "python3"
+    fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\nexit 1\n")   # a python without torch
+    fake.chmod(0o755)
+    cp = run(["bash", str(tools / "gpu_check.sh")], timeout=60, env=child_env(GPU_PYTHON=str(fake)), check=False)
+    assert cp.returncode == 2, cp.stdout
+    assert "Traceback" not in cp.stdout and cp.stdout.strip().count("\n") == 0, cp.stdout
+    assert "has no torch" in cp.stdout

@@ -116,8 +116,9 @@ def test_lamb_under_zero_is_refused(stage):
     fill_ds_config(cfg, world=2)   # per-tensor LAMB at ZeRO-0 is fine
 
 
-def test_bf16_zero12_accumulates_gradients_in_fp32():
-    for stage, want in ((0, None), (1, "fp32"), (2, "fp32"), (3, None)):
+def test_bf16_zero123_accumulates_gradients_in_fp32():
+    # stage 0: DeepSpeed refuses a bf16 model with fp32 accumulation without ZeRO
+    for stage, want in ((0, None), (1, "fp32"), (2, "fp32"), (3, "fp32")):
         cfg = build(flags={"train": {"zero_stage": stage, "precision": "bf16"}})
         ds, _ = fill_ds_config(cfg, world=2)
         assert ds.get("data_types", {}).get("grad_accum_dtype") == want, stage

@@ -85,6 +85,31 @@ def check_linear_cross_entropy():
                  reference.linear_cross_entropy_dense(hid, w, None, labels))
 
 
+def check_linear_ce_splits():
+    """The forward kernel with several vocabulary slices, the last one cut short by the vocabulary: two
+    of its three tiles hold no valid id (masked tiles must change neither max, sum nor target)."""
+    from pretrain.kernels import triton_ops
+    g = torch.Generator().manual_seed(4)
+    n, h, bv = 20, 16, 16
+    vspan, vocab = 3 * bv, 6 * bv + 3                       # slices [0, 48), [48, 96), [96, 99)
+    splits = -(-vocab // vspan)
+    hid, w, b = (torch.randn(*shape, generator=g) for shape in ((n, h), (vocab, h), (vocab,)))
+    labels = torch.randint(0, vocab, (n,), generator=g)
+    labels[0], labels[1] = vocab - 1, 97                     # targets inside the short slice
+    pmax, psum, ptgt = (torch.empty(splits, n) for _ in range(3))
+    triton_ops._linear_ce_fwd[(-(-n // 16), splits)](hid, w, b, labels, pmax, psum, ptgt, n, vocab, h, vspan,
+                                                     HAS_BIAS=True, IEEE=True, BLOCK_M=16, BLOCK_V=bv,
+                                                     BLOCK_K=16)
+    logits = hid.double() @ w.double().T + b.double()
+    for j in range(splits):
+        sl = logits[:, j * vspan:min((j + 1) * vspan, vocab)]
+        _compare(f"slice {j} max", pmax[j].double(), sl.max(1).values)
+        _compare(f"slice {j} sum", psum[j].double(), (sl - sl.max(1, keepdim=True).values).exp().sum(1))
+        inside = (labels >= j * vspan) & (labels < j * vspan + sl.shape[1])
+        want = torch.where(inside, logits.gather(1, labels[:, None]).squeeze(1), torch.zeros(n, dtype=torch.double))
+        _compare(f"slice {j} target", ptgt[j].double(), want)
+
+
 def check_half_precision():
     """fp16 inputs (what bf16 training feeds the kernels; the interpreter's tl.dot cannot do bf16) against
     the fp32 reference on the same rounded values: the kernels accumulate in fp32."""
@@ -147,7 +172,8 @@ def check_model():
 
 
 CHECKS = {f.__name__[len("check_"):]: f for f in (check_bias_gelu, check_add_layer_norm,
-                                                  check_linear_cross_entropy, check_half_precision, check_model)}
+                                                  check_linear_cross_entropy, check_linear_ce_splits,
+                                                  check_half_precision, check_model)}
 
 
 @pytest.mark.parametrize("name", list(CHECKS))

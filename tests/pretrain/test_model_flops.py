@@ -58,3 +58,16 @@ def test_peak_flops_table_and_cpu_estimate(monkeypatch):
     assert flops.peak_flops("cuda:0", torch.float32) == 156e12
     cpu = flops.peak_flops("cpu", torch.float32)
     assert 1e9 < cpu < 1e14
+
+
+def test_batch_flops_of_a_ragged_batch_is_the_sum_of_its_sequences():
+    """benchmarks/bench_gpu.py's MFU: attention from each sequence's own length and the masked labels
+    actually present, i.e. what torch counts running each sequence alone, without padding."""
+    model = LinkBertForPreTraining(model_config("tiny", vocab_size=500)).train()
+    lens, p = [20, 13, 7], 3
+    total = sum(_counted_step(model, 1, n, p, sparse=True) for n in lens)
+    assert flops.batch_flops(model.config, lens, p * len(lens)) == pytest.approx(total, rel=0.02)
+    # equal lengths: the per-token formula at the batch's masked fraction
+    s, b = 16, 4
+    assert flops.batch_flops(model.config, [s] * b, 8) == pytest.approx(
+        flops.flops_per_token(model.config, s, masked_fraction=8 / (s * b)) * s * b)
