@@ -39,7 +39,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "linkbert-prep=data_prep.cli:main",
+            "linkbert-prep=data_prep.cli:entry",
             "linkbert-pretrain=pretrain.cli:entry",
             "linkbert-export=pretrain.export:main",
             "linkbert-finetune=finetune.cli:entry",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from data_prep.errors import PrepError
@@ -45,5 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """Console script: after a Ctrl-C (exit 130) leave at once. Cleanup is done by then (staging folder and
+    partial files removed, the folder lock released); a normal interpreter exit would still join the worker
+    pool's queue feeder thread, blocked on a pipe its stopped workers no longer read, and hang. The workers
+    die with this process (PR_SET_PDEATHSIG)."""
+    rc = main()
+    if rc == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -42,10 +42,24 @@ def test_build_ctrl_c_in_process(tmp_path, minilm_dir, monkeypatch, capsys):
     assert (out / "manifest.json").read_text() == "yesterday's build"
 
 
-def test_build_with_workers_ctrl_c_signal(tmp_path, minilm_dir):
-    """A real SIGINT to the foreground group (parent and its spawn workers): one line, nothing left over."""
+def _tripled_corpus(folder):
+    """The bundled corpus three times over, ids made unique (a build long enough to interrupt)."""
+    docs = [json.loads(line) for line in gzip.open(JARGON, "rt", encoding="utf-8")]
+    path = folder / "tripled.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for k in range(3):
+            for d in docs:
+                f.write(json.dumps({**d, "id": f"{d['id']}#{k}", "links": [f"{t}#{k}" for t in d.get("links", [])]})
+                        + "\n")
+    return path
+
+
+def test_build_with_workers_ctrl_c_signal(tmp_path, tmp_path_factory, minilm_dir):
+    """A real SIGINT to the foreground group (parent and its spawn workers) while the workers tokenize:
+    one line, exit 130 without hanging at interpreter exit (data_prep.cli.entry), nothing left over."""
     out = tmp_path / "data"
-    cmd = [sys.executable, "-m", "data_prep.cli", "build", "--corpus", str(JARGON), str(JARGON), str(JARGON),
+    corpus = _tripled_corpus(tmp_path_factory.mktemp("corpus"))
+    cmd = [sys.executable, "-m", "data_prep.cli", "build", "--corpus", str(corpus),
            "--tokenizer", str(minilm_dir), "--out", str(out), "--max-seq-len", "64", "--workers", "2",
            "--dupe-factor", "4", "--quiet"]
     p = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -211,15 +211,9 @@ def test_resume_is_exact_after_crash_in_save_sigkill_and_sigterm(tmp_path):
         assert sorted(stream[e * n:(e + 1) * n]) == sorted(set(range(100)) - set(order.held_out().tolist()))
 
 
-def test_bf16_and_offload_train_and_skip_limit(jargon, tmp_path):
-    for name, extra in (("bf16", ["--precision", "bf16", "--zero-stage", "2"]),
-                        ("offload", ["--deepspeed-config", "ds_configs/zero2_offload.json"])):
-        out = tmp_path / name
-        run_ranks(["--data", str(jargon), "--output", str(out), "--max-steps", "6", "--save-every", "0",
-                   "--checkpoint.export_final=false", *extra, *COMMON])
-        m = read_jsonl(out / "metrics.jsonl")
-        assert len(m) == 6 and not any(r["skipped"] for r in m)
-        assert np.mean([r["loss"] for r in m[-2:]]) < np.mean([r["loss"] for r in m[:2]]), name
+def test_consecutive_skip_limit_stops_the_run(jargon, tmp_path):
+    """NaN steps in a row past the limit stop the run with exit 3. (bf16 and ZeRO-2 offload training are
+    cells of tests/pretrain/test_engine_matrix.py.)"""
     out = tmp_path / "nan"
     codes, log = run_ranks(["--data", str(jargon), "--output", str(out), "--max-steps", "6", "--zero-stage", "2",
                             "--train.max_consecutive_skips=2", *COMMON], extra_env={NAN_STEPS_ENV: "2,3"},
