@@ -21,6 +21,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def alive(pid: int) -> bool:
+    """Whether a process is running (an exited child not yet reaped, a zombie, counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def kill_tree(pid: int, sig=signal.SIGKILL, timeout: float = 10.0) -> None:
     """Signal a process and every descendant (torchrun/timeout start new sessions/groups)."""
     try:

@@ -10,14 +10,7 @@ import time
 import psutil
 
 from tests.data_prep.build_checks import JARGON, read_jsonl
-from tests.procs import ROOT, child_env, kill_tree, wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+from tests.procs import ROOT, alive, child_env, kill_tree, wait_for
 
 
 def test_sigkill_of_build_parent_leaves_no_orphans(tmp_path, minilm_dir):
@@ -43,7 +36,7 @@ def test_sigkill_of_build_parent_leaves_no_orphans(tmp_path, minilm_dir):
         assert p.poll() is None, "the build finished before it could be killed; make the corpus larger"
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
-        wait_for(lambda: not any(_alive(pid) for pid in descendants), timeout=30,
+        wait_for(lambda: not any(alive(pid) for pid in descendants), timeout=30,
                  what=f"the build's children {descendants} to exit after their parent was killed")
     finally:
         kill_tree(p.pid)

@@ -16,7 +16,7 @@ from data_prep.converters import common
 from data_prep.corpus import iter_lines, parse_line
 from tests.conftest import FIXTURES
 from tests.data_prep.build_checks import JARGON
-from tests.procs import child_env, kill_tree, wait_for
+from tests.procs import alive, child_env, kill_tree, wait_for
 
 
 def _one_line(err: str, *needles):
@@ -119,20 +119,12 @@ def test_tied_child_and_its_forked_worker_die_with_the_parent(tmp_path):
         p.wait(timeout=10)
 
         def all_gone():
-            return not any(_alive(x) for x in pids)
+            return not any(alive(x) for x in pids)
         wait_for(all_gone, 10, 0.05, "the tied child and its worker to die")
     finally:
         kill_tree(p.pid)
         for x in pids if "pids" in locals() else []:
             kill_tree(x)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_bom_crlf_corpus_is_read_whole(tmp_path):

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from tests.procs import child_env, kill_tree, wait_for
+from tests.procs import alive, child_env, kill_tree, wait_for
 
 PARENT = """
 import sys
@@ -18,14 +18,6 @@ submit(Plan(argv=child, submit=True), parsable=True)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_submit_child_dies_with_the_launcher(tmp_path):
     pid_file = tmp_path / "child.pid"
     p = subprocess.Popen([sys.executable, "-c", PARENT, str(pid_file)], env=child_env(), start_new_session=True,
@@ -34,10 +26,10 @@ def test_submit_child_dies_with_the_launcher(tmp_path):
     try:
         wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, 0.05, "the submit child")
         child = int(pid_file.read_text())
-        assert _alive(child)
+        assert alive(child)
         os.kill(p.pid, signal.SIGKILL)   # the launcher alone: its child is left to the kernel's notice
         p.wait(timeout=10)
-        wait_for(lambda: not _alive(child), 10, 0.05, "the submit child to die with its parent")
+        wait_for(lambda: not alive(child), 10, 0.05, "the submit child to die with its parent")
     finally:
         kill_tree(p.pid)
         if child is not None:
