@@ -84,9 +84,6 @@ def world(environ=None):
     return MPIComm(comm) if comm.Get_size() > 1 else SingleComm()
 
 
-PR_SET_PDEATHSIG = 1
-
-
 def die_with_parent(parent_pid: int) -> None:
     """Worker initializer: end this process when ``parent_pid`` dies, whatever kills it (SIGKILL included).
 
@@ -95,17 +92,12 @@ def die_with_parent(parent_pid: int) -> None:
     resource tracker needs no watch of its own: it exits when the last process holding its pipe (the
     parent and these workers) is gone."""
     import signal
-    import sys
     import threading
     import time
 
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    from data_prep.process import arm_parent_death
+
+    arm_parent_death(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
     # Ctrl-C reaches the whole foreground process group: the parent alone reacts (one line, its pool shut

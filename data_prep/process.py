@@ -24,7 +24,7 @@ def exit_process(code: int) -> None:
 PR_SET_PDEATHSIG = 1
 
 
-def _arm_parent_death(sig: int) -> None:
+def arm_parent_death(sig: int) -> None:
     """This process gets ``sig`` when its parent dies (Linux prctl PR_SET_PDEATHSIG; kept across exec)."""
     if not sys.platform.startswith("linux"):
         return
@@ -43,7 +43,7 @@ def dies_with_parent(sig: int | None = None):
     parent = os.getpid()
 
     def arm():
-        _arm_parent_death(sig)
+        arm_parent_death(sig)
         if os.getppid() != parent:
             os.kill(os.getpid(), sig)
     return arm if sys.platform.startswith("linux") else None
