@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from finetune.crossdoc_items import Doc, mention_pattern, read_corpus  # noqa: E402
 
 ARMS = {"bert": "1,1,0", "linkbert": "1,1,1", "linkbert-sim": "1,1,1"}
-QUICK = dict(steps=150, seeds=1, max_seq_len=128, micro_batch=16, n=600, probe_seq_len=128, held_out=0.2,
+QUICK = dict(steps=120, seeds=1, max_seq_len=128, micro_batch=16, n=800, probe_seq_len=128, held_out=0.2,
              mlm_chunks=192, dupe_factor=1)
 # The full run: 1000 steps x 32 pairs; 5 pair draws per anchor so a small corpus is not repeated ~10 times.
 FULL = dict(max_seq_len=128, micro_batch=16, n=2000, probe_seq_len=256, held_out=0.2, mlm_chunks=100000,
@@ -194,10 +194,12 @@ def read_outcomes(report: dict, report_path: Path) -> list[dict]:
 
 def pooled(outcome_sets: list[list[dict]], candidates: int, seed: int) -> tuple[dict, dict]:
     """One arm's report over its seeds: per item the mean outcome over seeds, then the usual statistics;
-    also the per-item `linked` means (for the paired difference between arms)."""
-    from finetune.crossdoc import CONDITIONS, summarize_arrays
+    also the per-item `linked` means, raw and effect (for the paired differences between arms)."""
+    from finetune.crossdoc import CONDITIONS, EFFECT_CONDITIONS, effect_correct, summarize_arrays
     got = {c: np.mean([[o[c]["correct"] for o in outs] for outs in outcome_sets], axis=0) for c in CONDITIONS}
-    return summarize_arrays(got, candidates, seed), got
+    eff = {c: np.mean([[effect_correct(o, c) for o in outs] for outs in outcome_sets], axis=0)
+           for c in EFFECT_CONDITIONS}
+    return summarize_arrays(got, candidates, seed, eff), {"raw": got["linked"], "effect": eff["linked"]}
 
 
 def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list[Doc], out: Path,
@@ -219,37 +221,57 @@ def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list
     report.update(n=runs[0]["crossdoc"]["n"], items_sha256=shas.pop())
     arm = {"crossdoc": report, "eval_mlm_loss": round(float(np.mean([r["eval_mlm_loss"] for r in runs])), 5),
            "runs": runs}
-    return arm, got["linked"]
+    return arm, got
+
+
+def arm_difference(a: dict, b: dict, seed: int) -> dict:
+    """Paired bootstrap of arm a minus arm b on the `linked` condition over the same items: raw accuracy
+    (`mean`, `ci95`) and the effect reading (`effect`)."""
+    from finetune.crossdoc import bootstrap_ci
+    d, e = a["raw"] - b["raw"], a["effect"] - b["effect"]
+    return {"mean": round(float(d.mean()), 5), "ci95": bootstrap_ci(d, seed),
+            "effect": {"mean": round(float(e.mean()), 5), "ci95": bootstrap_ci(e, seed)}}
 
 
 # ---------------------------------------------------------------- picture
 
+def _bars(ax, rows, conds, get, ylabel, chance):
+    for j, (cond, color) in enumerate(conds):
+        xs = [i + (j - (len(conds) - 1) / 2) * 0.26 for i in range(len(rows))]
+        stats = [get(r, cond) for _, r in rows]
+        acc = [st["acc"] for st in stats]
+        err = [[a - st["ci95"][0] for a, st in zip(acc, stats)], [st["ci95"][1] - a for a, st in zip(acc, stats)]]
+        ax.bar(xs, acc, width=0.25, color=color, label=cond, yerr=err, capsize=3)
+    ax.axhline(chance, color="k", lw=0.8, ls="--", label=f"chance {chance:.2f}")
+    top = max([get(r, c)["ci95"][1] for _, r in rows for c, _ in conds] + [chance])
+    ax.set_ylim(0, top + 0.1)   # room for the legend above the bars
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{n}\nMLM {r['eval_mlm_loss']:.2f}" for n, r in rows])
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
+
+
 def plot(result: dict, path: Path) -> None:
+    """Left: raw accuracy per condition; right: the effect reading (linked vs random against A alone)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [("start", result["reference"])] if result.get("reference") else []
     rows += list(result["arms"].items())
-    conds = [("linked", "tab:green"), ("random", "tab:orange"), ("none", "tab:gray")]
-    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * len(rows), 4.2))
-    for j, (cond, color) in enumerate(conds):
-        xs = [i + (j - 1) * 0.26 for i in range(len(rows))]
-        acc = [r["crossdoc"][cond]["acc"] for _, r in rows]
-        lo = [a - r["crossdoc"][cond]["ci95"][0] for a, (_, r) in zip(acc, rows)]
-        hi = [r["crossdoc"][cond]["ci95"][1] - a for a, (_, r) in zip(acc, rows)]
-        ax.bar(xs, acc, width=0.25, color=color, label=cond, yerr=[lo, hi], capsize=3)
-    chance = rows[0][1]["crossdoc"]["chance"] if rows else 0.2
-    ax.axhline(chance, color="k", lw=0.8, ls="--", label=f"chance {chance:.2f}")
-    top = max([r["crossdoc"][c]["ci95"][1] for _, r in rows for c, _ in conds] + [chance])
-    ax.set_ylim(0, top + 0.1)   # room for the legend above the bars
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{n}\nMLM {r['eval_mlm_loss']:.2f}" for n, r in rows])
-    ax.set_ylabel("cross-document cloze accuracy (95% CI)")
+    if not rows:
+        return
+    chance = rows[0][1]["crossdoc"]["chance"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(2.0 + 3.0 * len(rows), 4.4))
+    _bars(ax1, rows, [("linked", "tab:green"), ("random", "tab:orange"), ("none", "tab:gray")],
+          lambda r, c: r["crossdoc"][c], "raw cloze accuracy (95% CI)", chance)
+    _bars(ax2, rows, [("linked", "tab:green"), ("random", "tab:orange")],
+          lambda r, c: r["crossdoc"]["effect"][c], "effect: answer raised most vs A alone (95% CI)", chance)
     d = result.get("linkbert_minus_bert")
-    sub = f"; linkbert-bert on linked {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else ""
-    ax.set_title(f"{Path(result['corpus']).name}, {result['steps']} steps x {result['seeds']} seed(s), "
-                 f"n={rows[0][1]['crossdoc']['n'] if rows else 0}{sub}", fontsize=8)
-    ax.legend(fontsize=8, ncol=4, loc="upper left")
+    sub = (f"; linkbert-bert on linked: raw {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+           f"effect {d['effect']['mean']:+.3f} [{d['effect']['ci95'][0]:+.3f}, {d['effect']['ci95'][1]:+.3f}]"
+           if d and "effect" in d else "")
+    fig.suptitle(f"{Path(result['corpus']).name}, {result['steps']} steps x {result['seeds']} seed(s), "
+                 f"n={rows[0][1]['crossdoc']['n']}{sub}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -262,15 +284,15 @@ def parse_args(argv):
     p.add_argument("--corpus", required=True, help="linked corpus JSONL (.gz/.bz2) with titles")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id (the --init-from one)")
     p.add_argument("--init-from", required=True, help="BERT weights every arm starts from (folder or Hub id)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm and seed (--quick: 150; else 1000)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm and seed (--quick: 120; else 1000)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per arm (--quick: 1; else 3)")
     p.add_argument("--out", required=True, help="output folder (datasets, runs, reports, ablation.json/.png)")
-    p.add_argument("--quick", action="store_true", help="150 steps, 1 seed, 600 probe items at 128 tokens, 192 MLM windows "
+    p.add_argument("--quick", action="store_true", help="120 steps, 1 seed, 800 probe items at 128 tokens, 192 MLM windows "
                                                         "(<= 25 min on 2 idle cores)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--candidates", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="split, datasets and probe items")
-    p.add_argument("--n", type=int, default=None, help="probe items (--quick: 600, else 2000)")
+    p.add_argument("--n", type=int, default=None, help="probe items (--quick: 800, else 2000)")
     p.add_argument("--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS))
     p.add_argument("--timeout", type=float, default=3600, help="seconds per training run")
     a = p.parse_args(argv)
@@ -339,20 +361,25 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: trained {cfg['seeds']} x {cfg['steps']} steps in {time.time() - t:.0f} s")
         result["arms"][name], linked[name] = score_arm(name, exports, held_corpus, held_docs, out, cfg, args.seed)
         if "bert" in linked and "linkbert" in linked:
-            from finetune.crossdoc import bootstrap_ci
-            d = linked["linkbert"] - linked["bert"]
-            result["linkbert_minus_bert"] = {"mean": round(float(d.mean()), 5), "ci95": bootstrap_ci(d, args.seed)}
+            result["linkbert_minus_bert"] = arm_difference(linked["linkbert"], linked["bert"], args.seed)
+        if "bert" in linked and "linkbert-sim" in linked:
+            result["linkbert_sim_minus_bert"] = arm_difference(linked["linkbert-sim"], linked["bert"], args.seed)
         result["wall_s"] = round(time.time() - t0, 1)
         (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")   # after each arm: a stopped
         plot(result, out / "ablation.png")                                            # run keeps what it scored
     rows = [f"{n}: linked {a['crossdoc']['linked']['acc']:.3f} random {a['crossdoc']['random']['acc']:.3f} "
             f"none {a['crossdoc']['none']['acc']:.3f} linked-random {a['crossdoc']['linked_minus_random']['mean']:+.3f} "
-            f"{a['crossdoc']['linked_minus_random']['ci95']} MLM {a['eval_mlm_loss']:.3f}"
+            f"{a['crossdoc']['linked_minus_random']['ci95']}; effect linked-random "
+            f"{a['crossdoc']['effect']['linked_minus_random']['mean']:+.3f} "
+            f"{a['crossdoc']['effect']['linked_minus_random']['ci95']} {'valid' if a['crossdoc']['valid'] else 'NOT valid'}"
+            f"; MLM {a['eval_mlm_loss']:.3f}"
             for n, a in [("start", ref), *result["arms"].items()]]
     print("\n".join(rows))
-    if "linkbert_minus_bert" in result:
-        d = result["linkbert_minus_bert"]
-        print(f"linkbert - bert on linked: {d['mean']:+.3f} {d['ci95']}")
+    for key, name in (("linkbert_minus_bert", "linkbert"), ("linkbert_sim_minus_bert", "linkbert-sim")):
+        if key in result:
+            d = result[key]
+            print(f"{name} - bert on linked: raw {d['mean']:+.3f} {d['ci95']}, "
+                  f"effect {d['effect']['mean']:+.3f} {d['effect']['ci95']}")
     print(f"ablation: {out / 'ablation.json'} {out / 'ablation.png'} ({result['wall_s'] / 60:.1f} min)"
           + (f"; skipped: {', '.join(result['skipped_arms'])}" if result["skipped_arms"] else ""))
     return 0

@@ -9,8 +9,14 @@ log-probabilities of each candidate's tokens at the [MASK]s (all candidates of a
 token length, so one forward pass scores them all, and sum and mean rank alike); an item is right when
 the answer's score is strictly the highest (a tie counts wrong).
 
-The probe is valid for a model only if it uses the second segment: `linked_minus_random` (paired over
-the same items) with its 95% interval above 0.
+Two readings of the same scores. Raw: is the answer the top candidate under each condition;
+`linked_minus_random` (paired over the same items) is the issue's original test. Effect: did the second
+segment raise the answer's score, relative to A alone, more than every distractor's (`effect_correct`)?
+A alone fixes the raw ranking of most items (a candidate's own prior dominates a small model's scores), so
+a second segment that a model does use seldom flips the raw winner; the effect reading cancels A and the
+candidates' priors and asks only where the second segment pushed. The probe is valid for a model (it uses
+the second segment) when the paired linked-minus-random interval of the effect reading is above 0
+(`valid`); `valid_raw` is the same test on raw accuracy.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from finetune.crossdoc_items import Doc, Item, build_items, items_sha256, read_c
 from finetune.errors import FinetuneError
 
 CONDITIONS = ("linked", "random", "none")
+EFFECT_CONDITIONS = ("linked", "random")   # the effect reading compares each with `none`
 BOOTSTRAP_RESAMPLES = 2000
 MIN_SEQ_LEN = 32
 
@@ -69,6 +76,14 @@ def correct(scores, gold: int) -> bool:
     """Strictly above every other candidate (ties count wrong, so chance is exactly 1/C)."""
     others = [s for i, s in enumerate(scores) if i != gold]
     return bool(scores[gold] > max(others))
+
+
+def effect_correct(outcome: dict, condition: str) -> bool:
+    """The second segment's effect on each candidate is its score under `condition` minus its score with A
+    alone; right when the answer's effect is strictly the largest. From the stored (rounded) scores, so a
+    reader of the examples file gets the same answer."""
+    gain = np.asarray(outcome[condition]["scores"]) - np.asarray(outcome["none"]["scores"])
+    return correct(gain.tolist(), outcome["gold"])
 
 
 class Scorer:
@@ -125,7 +140,8 @@ def evaluate(items: list[Item], docs: dict[str, Doc], tokenizer, scorer: Scorer,
     for it in items:
         enc = tokenizer(list(it.candidates), add_special_tokens=False)["input_ids"]
         cand_ids.append(torch.tensor(enc))
-    jobs = [(k, c) for k in range(len(items)) for c in CONDITIONS]
+    # Condition-major: `none` inputs (A alone, about half the length) batch together and pad less.
+    jobs = [(k, c) for c in CONDITIONS for k in range(len(items))]
     out = [{**asdict(it), "answer": it.candidates[it.gold]} for it in items]
     for lo in range(0, len(jobs), scorer.batch_size):
         chunk = jobs[lo:lo + scorer.batch_size]
@@ -133,6 +149,9 @@ def evaluate(items: list[Item], docs: dict[str, Doc], tokenizer, scorer: Scorer,
         for (k, c), lp in zip(chunk, scorer.log_probs(enc)):
             scores = score_candidates(lp, cand_ids[k]).tolist()
             out[k][c] = {"scores": [round(s, 5) for s in scores], "correct": correct(scores, items[k].gold)}
+    for o in out:
+        for c in EFFECT_CONDITIONS:
+            o[c]["effect_correct"] = effect_correct(o, c)
     return out
 
 
@@ -152,15 +171,17 @@ def bootstrap_ci(values, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> lis
 def summarize(outcomes: list[dict], candidates: int, seed: int) -> dict:
     """The report's statistics from per-item outcomes (accuracies, paired linked-random difference)."""
     got = {c: np.array([o[c]["correct"] for o in outcomes], dtype=float) for c in CONDITIONS}
-    return summarize_arrays(got, candidates, seed)
+    eff = {c: np.array([effect_correct(o, c) for o in outcomes], dtype=float) for c in EFFECT_CONDITIONS}
+    return summarize_arrays(got, candidates, seed, eff)
 
 
 def _mean(x) -> float:
     return round(float(np.mean(x)), 5) if len(x) else float("nan")
 
 
-def summarize_arrays(got: dict, candidates: int, seed: int) -> dict:
-    """Statistics from per-item outcomes per condition (0/1, or means over seeds), the same items in each."""
+def summarize_arrays(got: dict, candidates: int, seed: int, effect: dict) -> dict:
+    """Statistics from per-item outcomes per condition (0/1, or means over seeds), the same items in each;
+    `effect` holds the effect reading's per-item outcomes for `linked` and `random`."""
     got = {c: np.asarray(got[c], dtype=float) for c in CONDITIONS}
     rep = {"n": len(got["linked"]), "chance": round(1.0 / candidates, 5)}
     for c in CONDITIONS:
@@ -173,7 +194,12 @@ def summarize_arrays(got: dict, candidates: int, seed: int) -> dict:
                                "random_acc": _mean(got["random"][hard]),
                                "linked_minus_random": {"mean": _mean(diff[hard]),
                                                        "ci95": bootstrap_ci(diff[hard], seed)}}
-    rep["valid"] = bool(rep["linked_minus_random"]["ci95"][0] > 0)
+    rep["valid_raw"] = bool(rep["linked_minus_random"]["ci95"][0] > 0)
+    eff = {c: np.asarray(effect[c], dtype=float) for c in EFFECT_CONDITIONS}
+    ediff = eff["linked"] - eff["random"]
+    rep["effect"] = {c: {"acc": _mean(eff[c]), "ci95": bootstrap_ci(eff[c], seed)} for c in EFFECT_CONDITIONS}
+    rep["effect"]["linked_minus_random"] = {"mean": _mean(ediff), "ci95": bootstrap_ci(ediff, seed)}
+    rep["valid"] = bool(rep["effect"]["linked_minus_random"]["ci95"][0] > 0)
     return rep
 
 
@@ -220,8 +246,11 @@ def run_crossdoc(model: str, corpus: str, out: str, n: int = 1000, candidates: i
 
 
 def summary_line(rep: dict) -> str:
-    lmr = rep["linked_minus_random"]
+    lmr, eff = rep["linked_minus_random"], rep["effect"]
+    elmr = eff["linked_minus_random"]
     return (f"crossdoc n={rep['n']} chance={rep['chance']:.3f} linked={rep['linked']['acc']:.3f} "
             f"random={rep['random']['acc']:.3f} none={rep['none']['acc']:.3f} linked-random={lmr['mean']:+.3f} "
-            f"[{lmr['ci95'][0]:+.3f}, {lmr['ci95'][1]:+.3f}] {'valid' if rep['valid'] else 'NOT valid'} "
-            "(the model uses the second segment only if the interval is above 0)")
+            f"[{lmr['ci95'][0]:+.3f}, {lmr['ci95'][1]:+.3f}]; effect linked={eff['linked']['acc']:.3f} "
+            f"random={eff['random']['acc']:.3f} linked-random={elmr['mean']:+.3f} "
+            f"[{elmr['ci95'][0]:+.3f}, {elmr['ci95'][1]:+.3f}] {'valid' if rep['valid'] else 'NOT valid'} "
+            "(the model uses the second segment only if the effect interval is above 0)")

@@ -56,3 +56,23 @@ def test_heldout_documents_in_no_training_pair(bench, repo_root, minilm_dir, tmp
     # the same reading of a dataset built from every document does see the held-out ones
     leak = bench.build_dataset(src, str(minilm_dir), tmp_path / "all", "1,1,0", 64, 0)
     assert bench.dataset_doc_ids(leak)[0] & held
+
+
+def test_pooling_over_seeds_and_arm_difference(bench):
+    """An arm's report over seeds averages each item's outcome; arm differences pair the same items."""
+    def outcome(gold_gain_linked: bool, raw_linked: bool):
+        none = [-2.0, -3.0, -4.0]
+        linked = [-2.0, -1.0, -4.0] if gold_gain_linked else [-1.0, -3.0, -4.0]
+        return {"gold": 1, "none": {"scores": none, "correct": False},
+                "linked": {"scores": linked, "correct": raw_linked},
+                "random": {"scores": [-1.5, -3.0, -4.0], "correct": False}}
+    seed0 = [outcome(True, True), outcome(True, False), outcome(False, False), outcome(False, False)]
+    seed1 = [outcome(True, False), outcome(False, False), outcome(False, False), outcome(False, True)]
+    rep, got = bench.pooled([seed0, seed1], 3, 0)
+    assert got["raw"].tolist() == [0.5, 0, 0, 0.5] and got["effect"].tolist() == [1, 0.5, 0, 0]
+    assert rep["linked"]["acc"] == 0.25 and rep["effect"]["linked"]["acc"] == 0.375
+    assert rep["effect"]["random"]["acc"] == 0 and rep["effect"]["linked_minus_random"]["mean"] == 0.375
+    other = {"raw": np.array([0.0, 0, 0, 0]), "effect": np.array([0.0, 0, 0, 1])}
+    d = bench.arm_difference(got, other, 0)
+    assert d["mean"] == 0.25 and d["effect"]["mean"] == pytest.approx(0.125)
+    assert d["effect"]["ci95"][0] <= 0.125 <= d["effect"]["ci95"][1]

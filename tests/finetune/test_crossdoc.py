@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from finetune.crossdoc import CONDITIONS, Scorer, correct, encode, score_candidates, summarize
+from finetune.crossdoc import CONDITIONS, Scorer, correct, effect_correct, encode, score_candidates, summarize
 from finetune.crossdoc_items import build_items, read_corpus, remove_title
 from finetune.eval_cli import main as eval_main
 
@@ -56,6 +56,29 @@ def test_scores_by_hand():
     assert correct(got.tolist(), 0) is False                 # tied with candidate 3: a tie is wrong
     assert correct(got.tolist()[:3], 0) is True
     assert correct(got.tolist()[:3], 1) is False
+
+
+def test_effect_reading_by_hand():
+    """The effect reading ranks candidates by what the second segment added to A alone's score."""
+    o = {"gold": 1,
+         "none": {"scores": [-2.0, -6.0, -3.0]},
+         "linked": {"scores": [-2.5, -4.0, -3.0]},     # the answer loses on raw scores but gained +2.0
+         "random": {"scores": [-1.0, -5.5, -3.0]}}     # candidate 0 gained +1.0, the answer +0.5
+    assert effect_correct(o, "linked") is True and correct(o["linked"]["scores"], 1) is False
+    assert effect_correct(o, "random") is False
+    o["random"]["scores"] = [-1.0, -5.0, -3.0]         # answer +1.0 ties candidate 0: a tie is wrong
+    assert effect_correct(o, "random") is False
+    # Summaries: 4 items; the effect reading is right on linked in 3 and on random in 1; raw never right.
+    items = []
+    for k in range(4):
+        linked = [-2.5, -4.0, -3.0] if k < 3 else [-2.0, -6.0, -2.0]
+        items.append({"gold": 1, "none": {"scores": [-2.0, -6.0, -3.0], "correct": False},
+                      "linked": {"scores": linked, "correct": False},
+                      "random": {"scores": [-2.0, -5.0, -3.0] if k == 0 else [-1.0, -6.0, -3.0], "correct": False}})
+    rep = summarize(items, 3, 0)
+    assert rep["linked_minus_random"]["mean"] == 0 and rep["valid_raw"] is False
+    assert rep["effect"]["linked"]["acc"] == 0.75 and rep["effect"]["random"]["acc"] == 0.25
+    assert rep["effect"]["linked_minus_random"]["mean"] == 0.5
 
 
 def test_scorer_head_at_masks_equals_full_logits(tiny_model, tokenizer):
@@ -138,6 +161,11 @@ def test_report_shape_and_cli(tmp_path, tiny_model, capsys):
         for c in CONDITIONS:
             s = o[c]["scores"]
             assert o[c]["correct"] == (s[o["gold"]] > max(x for i, x in enumerate(s) if i != o["gold"]))
+        for c in ("linked", "random"):
+            gain = [x - y for x, y in zip(o[c]["scores"], o["none"]["scores"])]
+            assert o[c]["effect_correct"] == (gain[o["gold"]] > max(x for i, x in enumerate(gain) if i != o["gold"]))
+    assert rep["effect"] == again["effect"] and rep["valid"] == (rep["effect"]["linked_minus_random"]["ci95"][0] > 0)
+    assert "effect linked=" in line[0]
 
 
 @pytest.mark.parametrize("case", ["no_corpus", "bad_json", "candidates", "no_model", "no_items"])
