@@ -23,7 +23,7 @@ class OutputInUse(PretrainError):
     """Another live run owns --output."""
 
 
-_state: dict = {"lock": None, "force": False}
+_state: dict = {"lock": None, "force": False, "created": None}
 
 
 def request_force_unlock(on: bool = True) -> None:
@@ -40,8 +40,9 @@ def hold(cfg, rank: int, world: int, dist=None, log=None) -> FolderLock | None:
     err = None
     if rank == 0:
         try:
+            made = None if Path(output).exists() else Path(output)
             lock = run_lock(output).acquire(force=_state["force"])
-            _state["lock"] = lock
+            _state["lock"], _state["created"] = lock, made
             if lock.took_over and log is not None:
                 log.warning("took over the lock of --output %s from %s", output, lock.took_over)
         except PrepError as e:   # LockHeld, or a place where no lock file can be made
@@ -56,9 +57,17 @@ def hold(cfg, rank: int, world: int, dist=None, log=None) -> FolderLock | None:
 
 
 def release() -> None:
+    """Give the lock back; a --output folder this run created and left empty (a run refused in preflight,
+    before it wrote anything) is removed with it, so a refused run leaves no trace."""
     lock, _state["lock"] = _state["lock"], None
+    created, _state["created"] = _state["created"], None
     if lock is not None:
         lock.release()
+        if created is not None:
+            try:
+                created.rmdir()   # only when empty: anything the run wrote keeps the folder
+            except OSError:
+                pass
 
 
 def lock_line(output: str | Path) -> tuple[list[str], str]:

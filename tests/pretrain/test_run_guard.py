@@ -35,6 +35,21 @@ def problems(report):
     return [str(p) for p in report.problems]
 
 
+def test_refused_run_leaves_no_empty_output(syn, tmp_path):
+    """A run stopped before it wrote anything (preflight) removes the --output it created, only that."""
+    fresh, kept, wrote = tmp_path / "a" / "fresh", tmp_path / "kept", tmp_path / "wrote"
+    kept.mkdir()
+    for out in (fresh, kept, wrote):
+        run_guard.hold(cfg_for(syn, out), rank=0, world=1)
+        assert out.is_dir()
+        if out == wrote:
+            (out / "config.json").write_text("{}")
+        run_guard.release()
+    assert not fresh.exists() and fresh.parent.is_dir()   # only the folder itself, not its parents
+    assert kept.is_dir() and not any(kept.iterdir())     # it existed before the run: left alone
+    assert (wrote / "config.json").exists()
+
+
 def test_output_and_data_must_not_overlap(syn, tmp_path, capsys):
     for out, needle in ((syn, "is the --data folder"), (syn / "run", "is inside the --data folder")):
         probs = problems(preflight(cfg_for(syn, out)))
@@ -60,8 +75,9 @@ def test_lock_of_output(syn, tmp_path, capsys):
         assert lock.still_ours()
     finally:
         run_guard.release()
-    assert not lock.path.exists()
+    assert not lock.path.exists() and not out.exists()   # the folder this run made, left empty: removed
     # a live owner on another host: --dry-run names it; its lease lapsed: it will be taken over
+    out.mkdir()
     lock.path.write_text(json.dumps({"host": "gpu-node-17", "pid": 4242, "started": None, "since": time.time(),
                                      "lease_s": 60, "token": "x", "what": "linkbert-pretrain"}))
     rc = main(["--data", str(syn), "--output", str(out), "--data.held_out=10", "--dry-run"])
