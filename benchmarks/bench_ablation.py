@@ -35,6 +35,7 @@ from finetune.crossdoc_items import Doc, mention_pattern, read_corpus  # noqa: E
 ARMS = {"bert": "1,1,0", "linkbert": "1,1,1", "linkbert-sim": "1,1,1"}
 QUICK = dict(steps=120, seeds=1, max_seq_len=128, micro_batch=16, n=800, probe_seq_len=128, held_out=0.2,
              mlm_chunks=192, dupe_factor=1)
+MIN_ITEMS = 400   # fewer probe items than this and the run says its intervals will be too wide
 # The full run: 1000 steps x 32 pairs; 5 pair draws per anchor so a small corpus is not repeated ~10 times.
 FULL = dict(max_seq_len=128, micro_batch=16, n=2000, probe_seq_len=256, held_out=0.2, mlm_chunks=100000,
             dupe_factor=5)
@@ -293,6 +294,8 @@ def parse_args(argv):
     p.add_argument("--candidates", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="split, datasets and probe items")
     p.add_argument("--n", type=int, default=None, help="probe items (--quick: 800, else 2000)")
+    p.add_argument("--held-out", type=float, default=None,
+                   help="fraction of the documents held out for the probe (0.2); raise it for a small corpus")
     p.add_argument("--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS))
     p.add_argument("--timeout", type=float, default=3600, help="seconds per training run")
     a = p.parse_args(argv)
@@ -302,6 +305,10 @@ def parse_args(argv):
     cfg["seeds"] = a.seeds if a.seeds is not None else cfg.get("seeds", 3)
     if a.n is not None:
         cfg["n"] = a.n
+    if a.held_out is not None:
+        if not 0 < a.held_out < 0.9:
+            p.error(f"--held-out {a.held_out}: give a fraction between 0 and 0.9")
+        cfg["held_out"] = a.held_out
     bad = [x for x in a.arms.split(",") if x not in ARMS]
     if bad or cfg["steps"] < 1 or cfg["seeds"] < 1:
         p.error(f"--arms {a.arms} --steps {cfg['steps']} --seeds {cfg['seeds']}: arms from {', '.join(ARMS)}, "
@@ -352,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
               "init_from": str(args.init_from), "arms": {}, "skipped_arms": sorted(set(args.arms.split(",")) - set(datasets))}
     ref, _ = score_arm("start", [init], held_corpus, held_docs, out, cfg, args.seed)
     result["reference"] = ref
+    if ref["crossdoc"]["n"] < MIN_ITEMS:   # a paired 0/1 difference over n items: 95% half-width ~ 1/sqrt(n)
+        log(f"only {ref['crossdoc']['n']} probe items (the held-out documents hold no more): intervals will be "
+            f"about +-{1 / ref['crossdoc']['n'] ** 0.5:.2f} wide, too wide to resolve effects of a few points; "
+            f"use a larger corpus or a larger --held-out (now {cfg['held_out']})")
     result["wall_s"] = round(time.time() - t0, 1)
     linked = {}
     for name, data in datasets.items():
