@@ -294,6 +294,8 @@ def parse_args(argv):
     p.add_argument("--candidates", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="split, datasets and probe items")
     p.add_argument("--n", type=int, default=None, help="probe items (--quick: 800, else 2000)")
+    p.add_argument("--dupe-factor", type=int, default=None,
+                   help="pairs drawn per anchor when building each arm's data (--quick: 1, else 5)")
     p.add_argument("--held-out", type=float, default=None,
                    help="fraction of the documents held out for the probe (0.2); raise it for a small corpus")
     p.add_argument("--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS))
@@ -305,6 +307,10 @@ def parse_args(argv):
     cfg["seeds"] = a.seeds if a.seeds is not None else cfg.get("seeds", 3)
     if a.n is not None:
         cfg["n"] = a.n
+    if a.dupe_factor is not None:
+        if a.dupe_factor < 1:
+            p.error(f"--dupe-factor {a.dupe_factor}: give >= 1")
+        cfg["dupe_factor"] = a.dupe_factor
     if a.held_out is not None:
         if not 0 < a.held_out < 0.9:
             p.error(f"--held-out {a.held_out}: give a fraction between 0 and 0.9")
