@@ -160,44 +160,46 @@ def _assemble_counts(parts: list, col: np.ndarray, n: int, width: int) -> sp.csr
 
 
 def tfidf_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """In place: ``counts`` becomes the weights (scikit-learn's transform with copy=False: no second copy
+    of the largest array of the run)."""
     from sklearn.feature_extraction.text import TfidfTransformer
 
-    x = TfidfTransformer(sublinear_tf=True, norm="l2").fit_transform(counts)
+    x = TfidfTransformer(sublinear_tf=True, norm="l2").fit(counts).transform(counts, copy=False)
     return x.astype(np.float32, copy=False).tocsr()
 
 
-def bm25_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
+def bm25_weights(counts: sp.csr_matrix, block: int = 1 << 16) -> sp.csr_matrix:
+    """In place: ``counts`` becomes the weights, computed (in float64) a block of rows at a time."""
     n = counts.shape[0]
     df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
     idf = np.log1p((n - df + 0.5) / (df + 0.5))
     dl = np.asarray(counts.sum(axis=1)).ravel()
     norm = BM25_K1 * (1 - BM25_B + BM25_B * dl / max(dl.mean(), 1e-9))
-    tf = counts.data.astype(np.float64)
-    rows = np.repeat(np.arange(n), np.diff(counts.indptr))
-    data = tf * (BM25_K1 + 1) / (tf + norm[rows]) * idf[counts.indices]
-    return sp.csr_matrix((data.astype(np.float32), counts.indices, counts.indptr), shape=counts.shape)
+    ip = counts.indptr
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        lo, hi = ip[a], ip[b]
+        tf = counts.data[lo:hi].astype(np.float64)
+        rows = np.repeat(np.arange(a, b), np.diff(ip[a:b + 1]))
+        counts.data[lo:hi] = (tf * (BM25_K1 + 1) / (tf + norm[rows]) * idf[counts.indices[lo:hi]]).astype(np.float32)
+    return counts
 
 
 # ------------------------------------------------------------------------------------- sparse search
 
-def _prune_postings(d: sp.csr_matrix, cap: int) -> sp.csr_matrix:
-    """D with each term's postings cut to its ``cap`` largest weights (ties: lower document index),
-    returned transposed (terms x documents, CSR). Columns are processed in chunks to bound memory."""
-    csc = d.tocsc()
+def _prune_postings(csc: sp.csc_matrix, cap: int) -> sp.csr_matrix:
+    """D (given as CSC) with each term's postings cut to its ``cap`` largest weights (ties: lower
+    document index), returned transposed (terms x documents, CSR): the CSC arrays filtered in place of a
+    conversion, so the peak is the CSC matrix plus the kept postings."""
     csc.sort_indices()
-    keep = np.zeros(csc.nnz, dtype=bool)
     lens = np.diff(csc.indptr)
-    big = np.flatnonzero(lens > cap)
-    keep[np.repeat(lens <= cap, lens)] = True
-    for t in big:   # only frequent terms; each one sorted on its own
+    keep = np.repeat(lens <= cap, lens)
+    for t in np.flatnonzero(lens > cap):   # only frequent terms; each one sorted on its own
         a, b = csc.indptr[t], csc.indptr[t + 1]
         order = np.lexsort((csc.indices[a:b], -csc.data[a:b]))[:cap]
         keep[a + order] = True
-    cols = np.repeat(np.arange(csc.shape[1], dtype=np.int32), lens)[keep]
-    pruned = sp.csr_matrix((csc.data[keep], (cols, csc.indices[keep])), shape=(csc.shape[1], csc.shape[0]),
-                           dtype=np.float32)
-    pruned.sort_indices()
-    return pruned
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(lens, cap))]).astype(np.int64)
+    return sp.csr_matrix((csc.data[keep], csc.indices[keep], indptr), shape=(csc.shape[1], csc.shape[0]))
 
 
 def _query_rows(d: sp.csr_matrix, start: int, stop: int, method: str, terms: int | None) -> sp.csr_matrix:
@@ -330,18 +332,28 @@ def block_rows(n: int, exact: bool) -> int:
     return max(16, min(4096, (1 << 22) // max(n, 1))) if exact else 1024
 
 
-def save_weights(weights: sp.csr_matrix, work: Path, exact: bool) -> None:
+def save_weights(weights: sp.csr_matrix | list, work: Path, exact: bool, block: int = 1 << 16) -> None:
     """Write the weighted matrix (and, for the pruned search, the capped postings) to ``work`` as .npy
-    files that every worker memory-maps: the caller drops its copy before the search."""
+    files that every worker memory-maps. ``weights`` may be a one-element list holding the matrix: it is
+    then taken out and dropped once its CSC copy for the pruning exists (the two never wait beside a third)."""
+    if isinstance(weights, list):
+        weights = weights.pop()
     work.mkdir(parents=True, exist_ok=True)
-    norm = np.sqrt(np.asarray(weights.multiply(weights).sum(axis=1)).ravel()).astype(np.float32)
+    n = weights.shape[0]
+    norm = np.zeros(n, np.float32)
+    for a in range(0, n, block):   # a block at a time: the squares never take a full copy
+        w = weights[a:a + block]
+        norm[a:a + block] = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel())
     for name, a in (("data", weights.data.astype(np.float32, copy=False)),
                     ("indices", weights.indices.astype(np.int32, copy=False)),
                     ("indptr", weights.indptr.astype(np.int64, copy=False)),
                     ("shape", np.array(weights.shape, np.int64)), ("norm", norm)):
         np.save(work / f"{name}.npy", a)
     if not exact:
-        p = _prune_postings(weights, POSTINGS_CAP)
+        csc = weights.tocsc()
+        del weights
+        p = _prune_postings(csc, POSTINGS_CAP)
+        del csc
         for name, a in (("p_data", p.data), ("p_indices", p.indices.astype(np.int32, copy=False)),
                         ("p_indptr", p.indptr.astype(np.int64, copy=False))):
             np.save(work / f"{name}.npy", a)
@@ -363,7 +375,9 @@ def sparse_prepare(weights: sp.csr_matrix | list, work: Path, exact_max_docs: in
         weights = weights.pop()
     n = weights.shape[0]
     exact = n <= exact_max_docs
-    save_weights(weights, work, exact)
+    holder = [weights]
+    del weights
+    save_weights(holder, work, exact)
     return n, exact
 
 
