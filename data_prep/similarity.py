@@ -168,7 +168,7 @@ def tfidf_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
     return x.astype(np.float32, copy=False).tocsr()
 
 
-def bm25_weights(counts: sp.csr_matrix, block: int = 1 << 16) -> sp.csr_matrix:
+def bm25_weights(counts: sp.csr_matrix, block: int = 1 << 13) -> sp.csr_matrix:
     """In place: ``counts`` becomes the weights, computed (in float64) a block of rows at a time."""
     n = counts.shape[0]
     df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
