@@ -159,13 +159,28 @@ def _assemble_counts(parts: list, col: np.ndarray, n: int, width: int) -> sp.csr
     return x
 
 
-def tfidf_weights(counts: sp.csr_matrix) -> sp.csr_matrix:
-    """In place: ``counts`` becomes the weights (scikit-learn's transform with copy=False: no second copy
-    of the largest array of the run)."""
+def tfidf_weights(counts: sp.csr_matrix, block: int = 1 << 13) -> sp.csr_matrix:
+    """In place: ``counts`` becomes the weights. scikit-learn's transformer, fitted on the whole matrix,
+    transforms a block of rows at a time (every step is per row once the idf is known): its temporaries
+    (about one more copy of what it transforms) stay the size of a block, not of the largest array of the run."""
     from sklearn.feature_extraction.text import TfidfTransformer
 
-    x = TfidfTransformer(sublinear_tf=True, norm="l2").fit(counts).transform(counts, copy=False)
-    return x.astype(np.float32, copy=False).tocsr()
+    # fit() copies its input while validating it (~1.1x the matrix at once): fitted on one row, it is given
+    # the whole matrix's idf, computed with the same steps as its fit (smooth idf: ln((1+N)/(1+df)) + 1)
+    t = TfidfTransformer(sublinear_tf=True, norm="l2").fit(counts[:1])
+    df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(counts.dtype)
+    df += 1.0
+    idf = np.full_like(df, counts.shape[0] + 1, dtype=counts.dtype)
+    idf /= df
+    np.log(idf, out=idf)
+    idf += 1.0
+    t.idf_ = idf
+    ip = counts.indptr
+    for a in range(0, counts.shape[0], block):
+        b = min(counts.shape[0], a + block)
+        w = t.transform(counts[a:b], copy=False)   # the slice is a copy: transformed in place, then put back
+        counts.data[ip[a]:ip[b]] = w.data
+    return counts
 
 
 def bm25_weights(counts: sp.csr_matrix, block: int = 1 << 13) -> sp.csr_matrix:
@@ -199,7 +214,17 @@ def _prune_postings(csc: sp.csc_matrix, cap: int) -> sp.csr_matrix:
         order = np.lexsort((csc.indices[a:b], -csc.data[a:b]))[:cap]
         keep[a + order] = True
     indptr = np.concatenate([[0], np.cumsum(np.minimum(lens, cap))]).astype(np.int64)
-    return sp.csr_matrix((csc.data[keep], csc.indices[keep], indptr), shape=(csc.shape[1], csc.shape[0]))
+    # the kept postings moved to the front of the CSC arrays a block at a time (never ahead of what is
+    # still to be read): no second copy of the arrays
+    w = 0
+    for a in range(0, csc.nnz, 1 << 22):
+        sel = keep[a:a + (1 << 22)]
+        m = int(sel.sum())
+        csc.data[w:w + m] = csc.data[a:a + (1 << 22)][sel]
+        csc.indices[w:w + m] = csc.indices[a:a + (1 << 22)][sel]
+        w += m
+    del keep
+    return sp.csr_matrix((csc.data[:w], csc.indices[:w], indptr), shape=(csc.shape[1], csc.shape[0]), copy=False)
 
 
 def _query_rows(d: sp.csr_matrix, start: int, stop: int, method: str, terms: int | None) -> sp.csr_matrix:
