@@ -22,8 +22,9 @@ Dense: mean-pooled embeddings of a Hugging Face encoder (CUDA when present), L2-
 inner product up to ``exact_max_docs``, HNSW beyond. Candidates are rescored with one float32 dot per
 pair in numpy, so the order does not depend on FAISS's (thread-dependent) BLAS rounding.
 
-Every block's result depends only on its rows (block size is a function of N, never of --workers), so
-the output is the same for any number of workers.
+Every block's result depends only on its rows (block size is a function of N, never of --workers or of
+the MPI ranks, which each take a contiguous run of whole blocks: ``share``), and the counting chunks are
+merged in input order, so the output is the same for any number of workers and ranks.
 """
 from __future__ import annotations
 
