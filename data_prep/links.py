@@ -32,6 +32,7 @@ from data_prep.corpus import (
     parse_line,
 )
 from data_prep.errors import PrepError
+from data_prep.parallel import make_pool, world
 
 METHODS = ("tfidf", "bm25", "dense", "none")
 STATS_SUFFIX = ".stats.json"
@@ -142,25 +143,65 @@ def read_edges(paths: list, index: CorpusIndex, skip_bad_lines: bool, counts: Co
 
 # ---------------------------------------------------------------------------------------- main
 
-def make_links(opts: LinksOptions) -> dict:
-    """Write ``opts.out`` and its stats file; returns the stats."""
+def make_links(opts: LinksOptions, comm=None) -> dict:
+    """Write ``opts.out`` and its stats file; returns the stats (on every rank).
+
+    Under mpirun/srun (data_prep.parallel.world) rank 0 reads the corpus, counts and weights (or embeds)
+    and saves the matrix in ``OUT.work/`` (beside --out: a filesystem all ranks share); every rank then
+    scores its contiguous share of the query blocks across its own --workers, rank 0 gathers the shares
+    in rank order and writes. The blocks are the same whatever the ranks and workers: so are the bytes."""
     opts.check()
     t0 = time.time()
+    comm = comm or world()
     out = Path(opts.out)
     files = corpus_files(opts.corpus)
     if out.resolve() in {f.resolve() for f in files}:
         raise PrepError(f"--out {out} is also an input; choose another output path")
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(out.name + ".work")
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        return _make_links(opts, files, out, work, t0)
-    finally:
+    if comm.rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+    pool = make_pool(opts.workers)
+    try:
+        return _make_links(opts, files, out, work, t0, comm, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if comm.rank == 0:   # the other ranks are past their search (gathered) or stopped by the same error
+            shutil.rmtree(work, ignore_errors=True)
 
 
-def _neighbours(opts: LinksOptions, files, index: CorpusIndex, work: Path):
-    """Pass 1: ids in row order and the neighbours (None for --method none)."""
+def _on_rank0(comm, fn):
+    """fn() on rank 0, its result shared; a PrepError there is the same error on every rank."""
+    result, err = None, None
+    if comm.rank == 0:
+        try:
+            result = fn()
+        except PrepError as e:
+            err = str(e)
+    err, result = comm.bcast((err, result))
+    if err is not None:
+        raise PrepError(err)
+    return result
+
+
+def _on_every_rank(comm, fn):
+    """fn() on every rank; a PrepError on any is an error on all (the first rank's message)."""
+    result, err = None, None
+    try:
+        result = fn()
+    except PrepError as e:
+        err = str(e)
+    errs = [e for e in comm.allgather(err) if e]
+    if errs:
+        raise PrepError(errs[0])
+    return result
+
+
+def _first_pass(opts: LinksOptions, files, index: CorpusIndex, work: Path, pool, ranks: int):
+    """Rank 0, pass 1: ids in row order and what the search needs: ("sparse", N, exact) with the
+    weighted matrix saved in ``work``, ("dense", embeddings or, with several ranks, their saved path),
+    or None for --method none."""
     ids: list[str] = []
 
     def texts():
@@ -172,21 +213,36 @@ def _neighbours(opts: LinksOptions, files, index: CorpusIndex, work: Path):
         for _ in texts():
             pass
         return ids, None
-    # with own links or edges some neighbours may be linked already: keep spares to add k new ones
-    width = opts.k + (similarity.EXTRA if opts.merge or opts.from_edges else 0)
     if opts.method == "dense":
         emb = similarity.embed(texts(), opts.model, progress=opts.progress)
         _enough(ids, files)
-        return ids, similarity.dense_neighbours(
-            emb, width, opts.workers, similarity.DENSE_EXACT_MAX_DOCS if opts.exact_max_docs is None
-            else opts.exact_max_docs, opts.progress)
-    counts = similarity.term_counts(texts())
+        if ranks > 1:
+            work.mkdir(parents=True, exist_ok=True)
+            np.save(work / "emb.npy", emb)
+            emb = str(work / "emb.npy")
+        return ids, ("dense", emb)
+    counts = similarity.term_counts(texts(), pool, opts.workers)
     _enough(ids, files)
     weights = [similarity.tfidf_weights(counts) if opts.method == "tfidf" else similarity.bm25_weights(counts)]
     del counts
-    return ids, similarity.sparse_neighbours(   # takes the matrix out of the list: freed once on disk
-        weights, opts.method, width, work, opts.workers,
-        similarity.EXACT_MAX_DOCS if opts.exact_max_docs is None else opts.exact_max_docs, opts.progress)
+    n, exact = similarity.sparse_prepare(   # takes the matrix out of the list: freed once on disk
+        weights, work, similarity.EXACT_MAX_DOCS if opts.exact_max_docs is None else opts.exact_max_docs)
+    return ids, ("sparse", n, exact)
+
+
+def _search(opts: LinksOptions, plan, work: Path, pool, comm) -> similarity.Neighbours:
+    """Every rank: the neighbours of its share of the rows."""
+    # with own links or edges some neighbours may be linked already: keep spares to add k new ones
+    width = opts.k + (similarity.EXTRA if opts.merge or opts.from_edges else 0)
+    part = (comm.rank, comm.size)
+    progress = opts.progress and comm.rank == 0
+    if plan[0] == "dense":
+        emb = np.load(plan[1]) if isinstance(plan[1], str) else plan[1]
+        return similarity.dense_neighbours(
+            emb, width, opts.workers, similarity.DENSE_EXACT_MAX_DOCS if opts.exact_max_docs is None
+            else opts.exact_max_docs, progress, part)
+    _, n, exact = plan
+    return similarity.sparse_search(work, opts.method, width, n, exact, pool, opts.workers, part, progress)
 
 
 def _enough(ids, files) -> None:
@@ -194,9 +250,32 @@ def _enough(ids, files) -> None:
         raise PrepError(f"{', '.join(map(str, files))}: {len(ids)} usable document(s); links need at least 2")
 
 
-def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float) -> dict:
+def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float, comm, pool) -> dict:
     index = CorpusIndex(skip_bad_lines=opts.skip_bad_lines)
-    ids, nb = _neighbours(opts, files, index, work)
+    first: dict = {}
+
+    def pass1():
+        first["ids"], plan = _first_pass(opts, files, index, work, pool, comm.size)
+        if plan is not None and plan[0] == "dense" and comm.size == 1:
+            first["emb"] = plan[1]   # kept here, not broadcast
+            return ("dense", None)
+        return plan
+
+    plan = _on_rank0(comm, pass1)
+    if plan is not None and plan[0] == "dense" and plan[1] is None:
+        plan = ("dense", first.pop("emb"))
+    parts = None
+    if plan is not None:
+        mine = _on_every_rank(comm, lambda: _search(opts, plan, work, pool, comm))
+        parts = comm.gather(mine)
+        del mine
+    return _on_rank0(comm, lambda: _write(opts, files, out, t0, index, first["ids"],
+                                          similarity.join(parts) if parts else None, comm.size))
+
+
+def _write(opts: LinksOptions, files, out: Path, t0: float, index: CorpusIndex, ids: list, nb, ranks: int) -> dict:
+    """Rank 0, pass 2: the same documents in the same order (a fresh index gives the same rows), each
+    with its links; then the stats file."""
     n = len(ids)
     edge_counts: Counter = Counter()
     e_src, e_tgt = read_edges(opts.from_edges, index, opts.skip_bad_lines, edge_counts)
@@ -205,7 +284,6 @@ def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float) -> 
     indegree = np.zeros(n, np.int64)
     outdeg = np.zeros(n, np.int64)
     score_sum = 0.0
-    # Pass 2: the same documents in the same order (a fresh index gives the same rows).
     index2 = CorpusIndex(skip_bad_lines=True)
     tmp = out.with_name(out.name + ".partial")
     f, closers = _open_out(out, tmp)
@@ -227,6 +305,7 @@ def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float) -> 
             c.close()
     tmp.replace(out)
     stats = _stats(opts, files, index, n, counts, edge_counts, nb, score_sum, indegree, outdeg, time.time() - t0)
+    stats["ranks"], stats["workers"] = ranks, opts.workers
     Path(str(out) + STATS_SUFFIX).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
     return stats
@@ -312,7 +391,8 @@ def summary_line(stats: dict) -> str:
             f"({lk.get('neighbours_added', 0)} neighbours, mean score {ms}; {lk.get('edges_added', 0)} from edges; "
             f"{lk.get('own_kept', 0)} own), {lk['duplicates_skipped']} near-duplicates skipped, "
             f"{stats['isolated_documents']} isolated, edges unknown {stats['edges']['unknown_id']} / malformed "
-            f"{stats['edges']['malformed']}, in-degree max {stats['indegree']['max']}, {stats['seconds']} s")
+            f"{stats['edges']['malformed']}, in-degree max {stats['indegree']['max']}, {stats['seconds']} s "
+            f"with {stats.get('ranks', 1)} rank(s) x {stats.get('workers', 1)} worker(s)")
 
 
 def read_link_source(corpus_file: str | Path) -> dict | None:
@@ -355,8 +435,10 @@ def run(args) -> int:
                         workers=args.workers, merge=args.merge, from_edges=args.from_edges,
                         exact_max_docs=args.exact_max_docs, skip_bad_lines=args.skip_bad_lines,
                         progress=not args.no_progress and sys.stderr.isatty())
-    stats = make_links(opts)
-    print(summary_line(stats))
-    print(f"wrote {stats['out']} (stats: {stats['out']}{STATS_SUFFIX})")
+    comm = world()
+    stats = make_links(opts, comm)
+    if comm.rank == 0:
+        print(summary_line(stats))
+        print(f"wrote {stats['out']} (stats: {stats['out']}{STATS_SUFFIX})")
     return 0
 

@@ -13,8 +13,19 @@ from data_prep.errors import PrepError
 from data_prep.inspect import link_source_lines
 from data_prep.links import LinksOptions, make_links
 from data_prep.shards import MANIFEST, RELATION_NAMES, Manifest, ShardError
-from data_prep.similarity import DUP_COSINE, sparse_neighbours, term_counts, tfidf_weights
+from data_prep.similarity import (
+    DUP_COSINE,
+    dense_neighbours,
+    join,
+    sparse_neighbours,
+    sparse_prepare,
+    sparse_search,
+    term_counts,
+    tfidf_weights,
+)
 from tests.data_prep.build_checks import JARGON, read_jsonl, run_build, write_jsonl
+from tests.needs import missing
+from tests.procs import VENV_BIN, child_env, run
 
 
 def _links(path) -> dict:
@@ -87,8 +98,9 @@ def test_output_identical_for_any_workers(jargon, monkeypatch):
     for exact_max in (None, 0):     # exact product, and the pruned large-corpus path
         outs = []
         for w in (1, 2):
-            if w == 2:
+            if w == 2:   # many small blocks, and counting chunks spread over the workers
                 monkeypatch.setattr(similarity, "block_rows", lambda n, exact: 64)
+                monkeypatch.setattr(similarity, "COUNT_CHUNK_DOCS", 100)
             out = tmp / f"w{w}_{exact_max}.jsonl"
             make_links(LinksOptions(corpus=[sub], out=str(out), method="bm25", k=4, workers=w,
                                     exact_max_docs=exact_max))
@@ -98,6 +110,71 @@ def test_output_identical_for_any_workers(jargon, monkeypatch):
     # the pruned path agrees mostly with the exact one
     ex, pr = _links(tmp / "w1_None.jsonl"), _links(tmp / "w1_0.jsonl")
     assert sum(len(set(ex[i]) & set(pr[i])) for i in ex) >= 0.8 * sum(map(len, ex.values()))
+
+
+def test_chunked_counts_equal_scikit_learn(jargon):
+    """The counts merged from chunks are scikit-learn's one-process CountVectorizer matrix, bit for bit
+    (vocabulary order, pruning, values), whatever the chunk size; empty and stop-word-only texts included."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from data_prep.similarity import TOKEN_PATTERN
+
+    _, _, _, docs = jargon
+    texts = [f"{d['title']}\n{d['text']}" for d in docs[:600]]
+    texts[5:5] = ["", "the of and", "zzyzx"]
+    ref = CountVectorizer(token_pattern=TOKEN_PATTERN, stop_words="english", min_df=2, max_df=0.5,
+                          dtype=np.float32).fit_transform(texts)
+    ref.sort_indices()
+    for chunk in (7, 250, 5000):
+        got = term_counts(iter(texts), chunk_docs=chunk)
+        assert got.shape == ref.shape and got.dtype == np.float32
+        for a in ("indptr", "indices", "data"):
+            assert np.array_equal(getattr(got, a), getattr(ref, a)), (chunk, a)
+    with pytest.raises(PrepError, match="no shared words"):
+        term_counts(iter(["alpha beta", "gamma delta", "epsilon zeta", "eta theta"]))
+
+
+def test_rank_shares_join_to_the_whole(jargon, tmp_path, monkeypatch):
+    """Rows split between 1, 2 or 3 ranks (whole blocks each, in rank order) join to the one-process answer."""
+    from data_prep import similarity
+
+    _, _, _, docs = jargon
+    w = tfidf_weights(term_counts(f"{d['title']}\n{d['text']}" for d in docs[:500]))
+    n, exact = sparse_prepare(w, tmp_path / "w", exact_max_docs=0)
+    monkeypatch.setattr(similarity, "block_rows", lambda n, exact: 96)
+    whole = sparse_search(tmp_path / "w", "tfidf", 4, n, exact)
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((300, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    monkeypatch.setattr(similarity, "DENSE_BLOCK", 64)
+    dense_whole = dense_neighbours(emb, 3)
+    for size in (2, 3):
+        parts = [sparse_search(tmp_path / "w", "tfidf", 4, n, exact, part=(r, size)) for r in range(size)]
+        assert all(len(p.index) for p in parts)   # every rank has rows to score
+        got = join(parts)
+        assert np.array_equal(got.index, whole.index) and np.array_equal(got.score, whole.score)
+        assert got.duplicates == whole.duplicates
+        got = join([dense_neighbours(emb, 3, part=(r, size)) for r in range(size)])
+        assert np.array_equal(got.index, dense_whole.index) and np.array_equal(got.score, dense_whole.score)
+
+
+@pytest.mark.mpi
+def test_two_mpi_ranks_write_the_same_bytes(jargon):
+    """`mpirun -n 2 linkbert-prep links` (each rank 1 worker) writes the bytes of one process."""
+    mpirun = VENV_BIN / "mpirun"
+    if not mpirun.exists():
+        missing("no mpirun in the environment (pip install mpich)")
+    tmp, stripped, _, _ = jargon
+    common = ["--method", "bm25", "--k", "4", "--exact-max-docs", "0", "--no-progress"]  # 3 blocks of 1024
+    ref = tmp / "mpi_ref.jsonl"
+    assert prep_main(["links", "--corpus", str(stripped), "--out", str(ref), *common]) == 0
+    out = tmp / "mpi_2.jsonl"
+    cp = run([str(mpirun), "-n", "2", str(VENV_BIN / "linkbert-prep"), "links", "--corpus", str(stripped),
+              "--out", str(out), *common], timeout=150, env=child_env(OMP_NUM_THREADS=1))
+    assert "with 2 rank(s) x 1 worker(s)" in cp.stdout and cp.stdout.count("wrote ") == 1, cp.stdout
+    assert out.read_bytes() == ref.read_bytes()
+    assert json.loads(Path(str(out) + ".stats.json").read_text())["ranks"] == 2
+    assert not (tmp / "mpi_2.jsonl.work").exists()
 
 
 @pytest.fixture
