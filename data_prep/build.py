@@ -30,7 +30,7 @@ from data_prep.assemble import Assembler, Chunks
 from data_prep.corpus import corpus_files, iter_file_lines
 from data_prep.errors import PrepError
 from data_prep.pairs import MIX_POLICIES, mix_of, sample_pairs, sample_sentence_pairs
-from data_prep.parallel import make_pool, ordered_map, release_worker_state, world
+from data_prep.parallel import make_pool, on_rank0, ordered_map, release_worker_state, world
 from data_prep.segments import TokenizeConfig, TokenizeJob, run_batch
 from data_prep.shard_writer import SegmentTable, ShardConfig, ShardJob
 from data_prep.shards import (
@@ -149,22 +149,6 @@ def run(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def _on_rank0(comm, fn):
-    """Run fn on rank 0 and share its result; a PrepError there becomes the same error on every rank."""
-    result, err = None, None
-    if comm.rank == 0:
-        try:
-            result = fn()
-        except PrepError as e:
-            err = str(e)
-    err, result = comm.bcast((err, result))
-    if err is not None:
-        raise PrepError(err)
-    return result
-
-
-
 
 def _special_token(src: Path, name: str, default: str):
     """A special token's string from tokenizer_config.json / special_tokens_map.json (either layout)."""
@@ -318,7 +302,7 @@ def _lock_out(opts: BuildOptions, comm):
         if lock.took_over:
             print(f"linkbert-prep build: took over the lock of --out {opts.out} from {lock.took_over}",
                   file=sys.stderr)
-    _on_rank0(comm, take)
+    on_rank0(comm, take)
     return held[0] if held else None
 
 
@@ -348,7 +332,7 @@ def _build(opts: BuildOptions, comm, pool) -> Manifest:
     _prepare(run)
     tokenized = _tokenize(run)                                        # (1)
     t_tok = time.time()
-    summary = _on_rank0(comm, lambda: _assemble_and_pair(run, *tokenized))   # (2) + (3)
+    summary = on_rank0(comm, lambda: _assemble_and_pair(run, *tokenized))   # (2) + (3)
     t_pairs = time.time()
     shards = _write_shards(run, summary, tokenized[3])                # (4)
     t_shards = time.time()
@@ -377,7 +361,7 @@ def _prepare(run: _Run) -> None:
             raise PrepError(f"--corpus {' '.join(map(str, opts.corpus))}: no corpus files outside --out {final}")
         return _tokenizer_info(opts.tokenizer, out / "tokenizer"), [str(f) for f in files]
 
-    run.tok_info, files = _on_rank0(run.comm, prepare)
+    run.tok_info, files = on_rank0(run.comm, prepare)
     run.files = [Path(f) for f in files]
     t = run.tok_info
     run.special = SpecialIds(t["vocab_size"], t["cls_id"], t["sep_id"], t["pad_id"], t["mask_id"])

@@ -32,7 +32,7 @@ from data_prep.corpus import (
     parse_line,
 )
 from data_prep.errors import PrepError
-from data_prep.parallel import make_pool, world
+from data_prep.parallel import make_pool, on_every_rank, on_rank0, world
 
 METHODS = ("tfidf", "bm25", "dense", "none")
 STATS_SUFFIX = ".stats.json"
@@ -171,33 +171,6 @@ def make_links(opts: LinksOptions, comm=None) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _on_rank0(comm, fn):
-    """fn() on rank 0, its result shared; a PrepError there is the same error on every rank."""
-    result, err = None, None
-    if comm.rank == 0:
-        try:
-            result = fn()
-        except PrepError as e:
-            err = str(e)
-    err, result = comm.bcast((err, result))
-    if err is not None:
-        raise PrepError(err)
-    return result
-
-
-def _on_every_rank(comm, fn):
-    """fn() on every rank; a PrepError on any is an error on all (the first rank's message)."""
-    result, err = None, None
-    try:
-        result = fn()
-    except PrepError as e:
-        err = str(e)
-    errs = [e for e in comm.allgather(err) if e]
-    if errs:
-        raise PrepError(errs[0])
-    return result
-
-
 def _first_pass(opts: LinksOptions, files, index: CorpusIndex, work: Path, pool, ranks: int):
     """Rank 0, pass 1: ids in row order and what the search needs: ("sparse", N, exact) with the
     weighted matrix saved in ``work``, ("dense", embeddings or, with several ranks, their saved path),
@@ -261,15 +234,15 @@ def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float, com
             return ("dense", None)
         return plan
 
-    plan = _on_rank0(comm, pass1)
+    plan = on_rank0(comm, pass1)
     if plan is not None and plan[0] == "dense" and plan[1] is None:
         plan = ("dense", first.pop("emb"))
     parts = None
     if plan is not None:
-        mine = _on_every_rank(comm, lambda: _search(opts, plan, work, pool, comm))
+        mine = on_every_rank(comm, lambda: _search(opts, plan, work, pool, comm))
         parts = comm.gather(mine)
         del mine
-    return _on_rank0(comm, lambda: _write(opts, files, out, t0, index, first["ids"],
+    return on_rank0(comm, lambda: _write(opts, files, out, t0, index, first["ids"],
                                           similarity.join(parts) if parts else None, comm.size))
 
 

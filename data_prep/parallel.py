@@ -84,6 +84,35 @@ def world(environ=None):
     return MPIComm(comm) if comm.Get_size() > 1 else SingleComm()
 
 
+def on_rank0(comm, fn):
+    """fn() on rank 0, its result shared; a PrepError there becomes the same error on every rank."""
+    from data_prep.errors import PrepError
+    result, err = None, None
+    if comm.rank == 0:
+        try:
+            result = fn()
+        except PrepError as e:
+            err = str(e)
+    err, result = comm.bcast((err, result))
+    if err is not None:
+        raise PrepError(err)
+    return result
+
+
+def on_every_rank(comm, fn):
+    """fn() on every rank; a PrepError on any is an error on all (the first failing rank's message)."""
+    from data_prep.errors import PrepError
+    result, err = None, None
+    try:
+        result = fn()
+    except PrepError as e:
+        err = str(e)
+    errs = [e for e in comm.allgather(err) if e]
+    if errs:
+        raise PrepError(errs[0])
+    return result
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Worker initializer: end this process when ``parent_pid`` dies, whatever kills it (SIGKILL included).
 
