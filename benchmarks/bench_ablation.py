@@ -200,7 +200,11 @@ def pooled(outcome_sets: list[list[dict]], candidates: int, seed: int) -> tuple[
     got = {c: np.mean([[o[c]["correct"] for o in outs] for outs in outcome_sets], axis=0) for c in CONDITIONS}
     eff = {c: np.mean([[effect_correct(o, c) for o in outs] for outs in outcome_sets], axis=0)
            for c in EFFECT_CONDITIONS}
-    return summarize_arrays(got, candidates, seed, eff), {"raw": got["linked"], "effect": eff["linked"]}
+    per_seed = [{"raw": np.array([o["linked"]["correct"] for o in outs], dtype=float),
+                 "effect": np.array([effect_correct(o, "linked") for o in outs], dtype=float)}
+                for outs in outcome_sets]
+    return (summarize_arrays(got, candidates, seed, eff),
+            {"raw": got["linked"], "effect": eff["linked"], "per_seed": per_seed})
 
 
 def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list[Doc], out: Path,
@@ -227,11 +231,19 @@ def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list
 
 def arm_difference(a: dict, b: dict, seed: int) -> dict:
     """Paired bootstrap of arm a minus arm b on the `linked` condition over the same items: raw accuracy
-    (`mean`, `ci95`) and the effect reading (`effect`)."""
+    (`mean`, `ci95`) and the effect reading (`effect`), on the seed-averaged outcomes. With several seeds,
+    `per_seed` pairs seed s of one arm with seed s of the other: the bootstrap above resamples items, not
+    training runs, so the spread over seeds is the check that a difference is not one lucky run."""
     from finetune.crossdoc import bootstrap_ci
     d, e = a["raw"] - b["raw"], a["effect"] - b["effect"]
-    return {"mean": round(float(d.mean()), 5), "ci95": bootstrap_ci(d, seed),
-            "effect": {"mean": round(float(e.mean()), 5), "ci95": bootstrap_ci(e, seed)}}
+    out = {"mean": round(float(d.mean()), 5), "ci95": bootstrap_ci(d, seed),
+           "effect": {"mean": round(float(e.mean()), 5), "ci95": bootstrap_ci(e, seed)}}
+    pairs = list(zip(a.get("per_seed", []), b.get("per_seed", [])))
+    if len(pairs) > 1:
+        out["per_seed"] = [{"seed": s, "mean": round(float((x["raw"] - y["raw"]).mean()), 5),
+                            "effect": round(float((x["effect"] - y["effect"]).mean()), 5)}
+                           for s, (x, y) in enumerate(pairs)]
+    return out
 
 
 # ---------------------------------------------------------------- picture
@@ -395,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, name in (("linkbert_minus_bert", "linkbert"), ("linkbert_sim_minus_bert", "linkbert-sim")):
         if key in result:
             d = result[key]
+            seeds = (" (per seed, effect: " + ", ".join(f"{r['effect']:+.3f}" for r in d["per_seed"]) + ")"
+                     if "per_seed" in d else "")
             print(f"{name} - bert on linked: raw {d['mean']:+.3f} {d['ci95']}, "
-                  f"effect {d['effect']['mean']:+.3f} {d['effect']['ci95']}")
+                  f"effect {d['effect']['mean']:+.3f} {d['effect']['ci95']}{seeds}")
     print(f"ablation: {out / 'ablation.json'} {out / 'ablation.png'} ({result['wall_s'] / 60:.1f} min)"
           + (f"; skipped: {', '.join(result['skipped_arms'])}" if result["skipped_arms"] else ""))
     return 0

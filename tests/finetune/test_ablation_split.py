@@ -76,3 +76,11 @@ def test_pooling_over_seeds_and_arm_difference(bench):
     d = bench.arm_difference(got, other, 0)
     assert d["mean"] == 0.25 and d["effect"]["mean"] == pytest.approx(0.125)
     assert d["effect"]["ci95"][0] <= 0.125 <= d["effect"]["ci95"][1]
+    # each seed's own outcomes, and seed s of one arm paired with seed s of the other
+    assert [x["raw"].tolist() for x in got["per_seed"]] == [[1, 0, 0, 0], [0, 0, 0, 1]]
+    assert [x["effect"].tolist() for x in got["per_seed"]] == [[1, 1, 0, 0], [1, 0, 0, 0]]
+    _, flipped = bench.pooled([seed1, seed0], 3, 0)
+    d = bench.arm_difference(got, flipped, 0)
+    assert d["mean"] == 0 and [(r["seed"], r["mean"], r["effect"]) for r in d["per_seed"]] == \
+        [(0, 0, 0.25), (1, 0, -0.25)]
+    assert "per_seed" not in bench.arm_difference(got, other, 0)   # one seed on one side: nothing to pair
