@@ -33,6 +33,14 @@ sys.path.insert(0, str(ROOT))
 from finetune.crossdoc_items import Doc, mention_pattern, read_corpus  # noqa: E402
 
 ARMS = {"bert": "1,1,0", "linkbert": "1,1,1", "linkbert-sim": "1,1,1"}
+# Opt-in (--arms): the same two mixes on a training corpus where no document names itself (each
+# document's own title removed from its text, as the probe removes B's title from B). A linked pair then
+# cannot teach "copy B's title from B into A's masked mention", which the probe never allows.
+NOTITLE_ARMS = {"bert-notitle": "1,1,0", "linkbert-notitle": "1,1,1"}
+ALL_ARMS = {**ARMS, **NOTITLE_ARMS}
+# (arm, baseline) pairs reported as paired differences when both ran
+DIFFERENCES = {"linkbert_minus_bert": ("linkbert", "bert"), "linkbert_sim_minus_bert": ("linkbert-sim", "bert"),
+               "linkbert_notitle_minus_bert_notitle": ("linkbert-notitle", "bert-notitle")}
 QUICK = dict(steps=120, seeds=1, max_seq_len=128, micro_batch=16, n=800, probe_seq_len=128, held_out=0.2,
              mlm_chunks=192, dupe_factor=1)
 MIN_ITEMS = 400   # fewer probe items than this and the run says its intervals will be too wide
@@ -89,6 +97,21 @@ def similarity_corpus(train: Path, out: Path) -> Path | None:
         if rc != 0 or not out.is_file():
             log(f"linkbert-sim: skipped (`linkbert-prep links` exited {rc})")
             return None
+    return out
+
+
+def untitled_corpus(train: Path, out: Path) -> Path:
+    """The training corpus with every document's own title (and the words it begins) removed from its
+    text, links unchanged."""
+    from finetune.crossdoc_items import remove_title
+    if not out.is_file():
+        tmp = out.with_suffix(".tmp")
+        with open(train, encoding="utf-8") as f, open(tmp, "w", encoding="utf-8") as g:
+            for line in f:
+                d = json.loads(line)
+                d["text"] = remove_title(d["text"], d["title"]) if d.get("title") else d["text"]
+                g.write(json.dumps(d, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
     return out
 
 
@@ -310,7 +333,8 @@ def parse_args(argv):
                    help="pairs drawn per anchor when building each arm's data (--quick: 1, else 5)")
     p.add_argument("--held-out", type=float, default=None,
                    help="fraction of the documents held out for the probe (0.2); raise it for a small corpus")
-    p.add_argument("--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS))
+    p.add_argument("--arms", default=",".join(ARMS),
+                   help=f"comma list of {', '.join(ALL_ARMS)} (default: {', '.join(ARMS)})")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per training run")
     a = p.parse_args(argv)
     cfg = dict(QUICK if a.quick else FULL)
@@ -327,9 +351,9 @@ def parse_args(argv):
         if not 0 < a.held_out < 0.9:
             p.error(f"--held-out {a.held_out}: give a fraction between 0 and 0.9")
         cfg["held_out"] = a.held_out
-    bad = [x for x in a.arms.split(",") if x not in ARMS]
+    bad = [x for x in a.arms.split(",") if x not in ALL_ARMS]
     if bad or cfg["steps"] < 1 or cfg["seeds"] < 1:
-        p.error(f"--arms {a.arms} --steps {cfg['steps']} --seeds {cfg['seeds']}: arms from {', '.join(ARMS)}, "
+        p.error(f"--arms {a.arms} --steps {cfg['steps']} --seeds {cfg['seeds']}: arms from {', '.join(ALL_ARMS)}, "
                 "steps and seeds >= 1")
     return a, cfg
 
@@ -345,10 +369,12 @@ def prepare(args, cfg, out: Path) -> tuple[list[Doc], Path, dict[str, Path]]:
     log(f"{len(docs)} documents: {len(train_ids)} train, {len(held)} held out -> {held_corpus}")
     datasets = {}
     for name in args.arms.split(","):
-        corpus = train_corpus if name != "linkbert-sim" else similarity_corpus(train_corpus, out / "corpus" / "sim.jsonl")
+        corpus = (similarity_corpus(train_corpus, out / "corpus" / "sim.jsonl") if name == "linkbert-sim" else
+                  untitled_corpus(train_corpus, out / "corpus" / "train-notitle.jsonl") if name in NOTITLE_ARMS else
+                  train_corpus)
         if corpus is None:
             continue
-        data = build_dataset(corpus, args.tokenizer, out / "data" / name, ARMS[name], cfg["max_seq_len"], args.seed,
+        data = build_dataset(corpus, args.tokenizer, out / "data" / name, ALL_ARMS[name], cfg["max_seq_len"], args.seed,
                              cfg["dupe_factor"])
         used, pairs, mean_len = dataset_doc_ids(data)
         if used & held:
@@ -389,10 +415,9 @@ def main(argv: list[str] | None = None) -> int:
                    for s in range(cfg["seeds"])]
         log(f"{name}: trained {cfg['seeds']} x {cfg['steps']} steps in {time.time() - t:.0f} s")
         result["arms"][name], linked[name] = score_arm(name, exports, held_corpus, held_docs, out, cfg, args.seed)
-        if "bert" in linked and "linkbert" in linked:
-            result["linkbert_minus_bert"] = arm_difference(linked["linkbert"], linked["bert"], args.seed)
-        if "bert" in linked and "linkbert-sim" in linked:
-            result["linkbert_sim_minus_bert"] = arm_difference(linked["linkbert-sim"], linked["bert"], args.seed)
+        for key, (arm, base) in DIFFERENCES.items():
+            if arm in linked and base in linked:
+                result[key] = arm_difference(linked[arm], linked[base], args.seed)
         result["wall_s"] = round(time.time() - t0, 1)
         (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")   # after each arm: a stopped
         plot(result, out / "ablation.png")                                            # run keeps what it scored
@@ -404,12 +429,12 @@ def main(argv: list[str] | None = None) -> int:
             f"; MLM {a['eval_mlm_loss']:.3f}"
             for n, a in [("start", ref), *result["arms"].items()]]
     print("\n".join(rows))
-    for key, name in (("linkbert_minus_bert", "linkbert"), ("linkbert_sim_minus_bert", "linkbert-sim")):
+    for key, (name, base) in DIFFERENCES.items():
         if key in result:
             d = result[key]
             seeds = (" (per seed, effect: " + ", ".join(f"{r['effect']:+.3f}" for r in d["per_seed"]) + ")"
                      if "per_seed" in d else "")
-            print(f"{name} - bert on linked: raw {d['mean']:+.3f} {d['ci95']}, "
+            print(f"{name} - {base} on linked: raw {d['mean']:+.3f} {d['ci95']}, "
                   f"effect {d['effect']['mean']:+.3f} {d['effect']['ci95']}{seeds}")
     print(f"ablation: {out / 'ablation.json'} {out / 'ablation.png'} ({result['wall_s'] / 60:.1f} min)"
           + (f"; skipped: {', '.join(result['skipped_arms'])}" if result["skipped_arms"] else ""))

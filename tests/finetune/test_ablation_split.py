@@ -84,3 +84,24 @@ def test_pooling_over_seeds_and_arm_difference(bench):
     assert d["mean"] == 0 and [(r["seed"], r["mean"], r["effect"]) for r in d["per_seed"]] == \
         [(0, 0, 0.25), (1, 0, -0.25)]
     assert "per_seed" not in bench.arm_difference(got, other, 0)   # one seed on one side: nothing to pair
+
+
+def test_notitle_arms_train_on_documents_that_never_name_themselves(bench, tmp_path):
+    """The opt-in *-notitle arms: each document's own title (and words it begins) leaves its text, links
+    and other titles stay; the arm names parse and pair up for their own difference."""
+    src = tmp_path / "train.jsonl"
+    rows = [{"id": "a", "title": "hacker", "text": "A hacker writes code. Hackers, HACKER's tools; see kludge.",
+             "links": ["b"]},
+            {"id": "b", "title": "kludge", "text": "A kludge is ugly; hacker folklore loves a kludge.", "links": []}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = bench.untitled_corpus(src, tmp_path / "notitle.jsonl")
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["links"] for r in got] == [["b"], []] and [r["title"] for r in got] == ["hacker", "kludge"]
+    assert "hacker" not in got[0]["text"].lower() and "kludge" in got[0]["text"]
+    assert "kludge" not in got[1]["text"].lower() and "hacker folklore" in got[1]["text"]
+    _, cfg = bench.parse_args(["--corpus", "c", "--tokenizer", "t", "--init-from", "m", "--out", "o", "--quick",
+                               "--arms", "bert-notitle,linkbert-notitle"])
+    assert bench.ALL_ARMS["linkbert-notitle"] == "1,1,1" and bench.ALL_ARMS["bert-notitle"] == "1,1,0"
+    assert bench.DIFFERENCES["linkbert_notitle_minus_bert_notitle"] == ("linkbert-notitle", "bert-notitle")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--corpus", "c", "--tokenizer", "t", "--init-from", "m", "--out", "o", "--arms", "nope"])
