@@ -44,9 +44,12 @@ DIFFERENCES = {"linkbert_minus_bert": ("linkbert", "bert"), "linkbert_sim_minus_
 QUICK = dict(steps=120, seeds=1, max_seq_len=128, micro_batch=16, n=800, probe_seq_len=128, held_out=0.2,
              mlm_chunks=192, dupe_factor=1)
 MIN_ITEMS = 400   # fewer probe items than this and the run says its intervals will be too wide
-# The full run: 1000 steps x 32 pairs; 5 pair draws per anchor so a small corpus is not repeated ~10 times.
-FULL = dict(max_seq_len=128, micro_batch=16, n=2000, probe_seq_len=256, held_out=0.2, mlm_chunks=100000,
-            dupe_factor=5)
+# The full run, sized to what a 2-core machine finishes in ~100 minutes per corpus: 300 steps x 32 pairs x 3
+# seeds per arm (the step count at which every arm used the second segment on both readings), 3 pair draws
+# per anchor so the arms see fresh pairs, 1000 probe items at the training length. A GPU run raises
+# --steps and --n.
+FULL = dict(steps=300, seeds=3, max_seq_len=128, micro_batch=16, n=1000, probe_seq_len=128, held_out=0.2,
+            mlm_chunks=192, dupe_factor=3)
 
 
 def log(msg: str) -> None:
@@ -320,7 +323,7 @@ def parse_args(argv):
     p.add_argument("--corpus", required=True, help="linked corpus JSONL (.gz/.bz2) with titles")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder or Hub id (the --init-from one)")
     p.add_argument("--init-from", required=True, help="BERT weights every arm starts from (folder or Hub id)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm and seed (--quick: 120; else 1000)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per arm and seed (--quick: 120; else 300)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per arm (--quick: 1; else 3)")
     p.add_argument("--out", required=True, help="output folder (datasets, runs, reports, ablation.json/.png)")
     p.add_argument("--quick", action="store_true", help="120 steps, 1 seed, 800 probe items at 128 tokens, 192 MLM windows "
@@ -328,9 +331,9 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--candidates", type=int, default=5)
     p.add_argument("--seed", type=int, default=0, help="split, datasets and probe items")
-    p.add_argument("--n", type=int, default=None, help="probe items (--quick: 800, else 2000)")
+    p.add_argument("--n", type=int, default=None, help="probe items (--quick: 800, else 1000)")
     p.add_argument("--dupe-factor", type=int, default=None,
-                   help="pairs drawn per anchor when building each arm's data (--quick: 1, else 5)")
+                   help="pairs drawn per anchor when building each arm's data (--quick: 1, else 3)")
     p.add_argument("--held-out", type=float, default=None,
                    help="fraction of the documents held out for the probe (0.2); raise it for a small corpus")
     p.add_argument("--arms", default=",".join(ARMS),
@@ -339,8 +342,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     cfg = dict(QUICK if a.quick else FULL)
     cfg.update(lr=a.lr, candidates=a.candidates)
-    cfg["steps"] = a.steps if a.steps is not None else cfg.get("steps", 1000)
-    cfg["seeds"] = a.seeds if a.seeds is not None else cfg.get("seeds", 3)
+    cfg["steps"] = a.steps if a.steps is not None else cfg["steps"]
+    cfg["seeds"] = a.seeds if a.seeds is not None else cfg["seeds"]
     if a.n is not None:
         cfg["n"] = a.n
     if a.dupe_factor is not None:
