@@ -222,15 +222,17 @@ def read_outcomes(report: dict, report_path: Path) -> list[dict]:
 def pooled(outcome_sets: list[list[dict]], candidates: int, seed: int) -> tuple[dict, dict]:
     """One arm's report over its seeds: per item the mean outcome over seeds, then the usual statistics;
     also the per-item `linked` means, raw and effect (for the paired differences between arms)."""
-    from finetune.crossdoc import CONDITIONS, EFFECT_CONDITIONS, effect_correct, summarize_arrays
-    got = {c: np.mean([[o[c]["correct"] for o in outs] for outs in outcome_sets], axis=0) for c in CONDITIONS}
+    from finetune.crossdoc import CONDITIONS, EFFECT_CONDITIONS, TITLED, effect_correct, summarize_arrays
+    conds = CONDITIONS + ((TITLED,) if all(TITLED in outs[0] for outs in outcome_sets if outs) else ())
+    got = {c: np.mean([[o[c]["correct"] for o in outs] for outs in outcome_sets], axis=0) for c in conds}
     eff = {c: np.mean([[effect_correct(o, c) for o in outs] for outs in outcome_sets], axis=0)
            for c in EFFECT_CONDITIONS}
     per_seed = [{"raw": np.array([o["linked"]["correct"] for o in outs], dtype=float),
                  "effect": np.array([effect_correct(o, "linked") for o in outs], dtype=float)}
                 for outs in outcome_sets]
     return (summarize_arrays(got, candidates, seed, eff),
-            {"raw": got["linked"], "effect": eff["linked"], "per_seed": per_seed})
+            {"raw": got["linked"], "effect": eff["linked"], "per_seed": per_seed,
+             **({TITLED: got[TITLED]} if TITLED in got else {})})
 
 
 def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list[Doc], out: Path,
@@ -240,7 +242,7 @@ def score_arm(name: str, exports: list[Path], held_corpus: Path, held_docs: list
     for s, hf in enumerate(exports):
         rp = out / "reports" / f"{name}-seed{s}.json"
         rep = run_crossdoc(str(hf), str(held_corpus), str(rp), n=cfg["n"], candidates=cfg["candidates"],
-                           seed=seed, max_seq_len=cfg["probe_seq_len"])
+                           seed=seed, max_seq_len=cfg["probe_seq_len"], titled=cfg.get("titled", False))
         loss = heldout_mlm_loss(hf, held_docs, cfg["max_seq_len"], seed, cfg["mlm_chunks"])
         log(f"{name} seed {s}: {summary_line(rep)}; held-out MLM loss {loss:.3f}")
         runs.append({"seed": s, "crossdoc": rep, "eval_mlm_loss": round(loss, 5), "export": str(hf)})
@@ -269,6 +271,9 @@ def arm_difference(a: dict, b: dict, seed: int) -> dict:
         out["per_seed"] = [{"seed": s, "mean": round(float((x["raw"] - y["raw"]).mean()), 5),
                             "effect": round(float((x["effect"] - y["effect"]).mean()), 5)}
                            for s, (x, y) in enumerate(pairs)]
+    if "titled" in a and "titled" in b:   # the diagnostic: B with its title left in
+        t = a["titled"] - b["titled"]
+        out["titled"] = {"mean": round(float(t.mean()), 5), "ci95": bootstrap_ci(t, seed)}
     return out
 
 
@@ -336,12 +341,14 @@ def parse_args(argv):
                    help="pairs drawn per anchor when building each arm's data (--quick: 1, else 3)")
     p.add_argument("--held-out", type=float, default=None,
                    help="fraction of the documents held out for the probe (0.2); raise it for a small corpus")
+    p.add_argument("--titled", action="store_true",
+                   help="also score crossdoc's diagnostic `titled` condition (B with its title left in)")
     p.add_argument("--arms", default=",".join(ARMS),
                    help=f"comma list of {', '.join(ALL_ARMS)} (default: {', '.join(ARMS)})")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per training run")
     a = p.parse_args(argv)
     cfg = dict(QUICK if a.quick else FULL)
-    cfg.update(lr=a.lr, candidates=a.candidates)
+    cfg.update(lr=a.lr, candidates=a.candidates, titled=a.titled)
     cfg["steps"] = a.steps if a.steps is not None else cfg["steps"]
     cfg["seeds"] = a.seeds if a.seeds is not None else cfg["seeds"]
     if a.n is not None:
@@ -430,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{a['crossdoc']['effect']['linked_minus_random']['mean']:+.3f} "
             f"{a['crossdoc']['effect']['linked_minus_random']['ci95']} {'valid' if a['crossdoc']['valid'] else 'NOT valid'}"
             f"; MLM {a['eval_mlm_loss']:.3f}"
+            + (f"; titled {a['crossdoc']['titled']['acc']:.3f}" if "titled" in a["crossdoc"] else "")
             for n, a in [("start", ref), *result["arms"].items()]]
     print("\n".join(rows))
     for key, (name, base) in DIFFERENCES.items():

@@ -17,6 +17,10 @@ a second segment that a model does use seldom flips the raw winner; the effect r
 candidates' priors and asks only where the second segment pushed. The probe is valid for a model (it uses
 the second segment) when the paired linked-minus-random interval of the effect reading is above 0
 (`valid`); `valid_raw` is the same test on raw accuracy.
+
+A diagnostic fourth condition, `titled` (`--titled`): B's text with its title left in, so the answer can be
+copied from the second segment. The gap between `titled` and `linked` separates "finds the title in B"
+from "infers it from B's content", which is what the probe asks.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from finetune.errors import FinetuneError
 
 CONDITIONS = ("linked", "random", "none")
 EFFECT_CONDITIONS = ("linked", "random")   # the effect reading compares each with `none`
+TITLED = "titled"   # diagnostic: B's text with its title left in (scored only when asked)
 BOOTSTRAP_RESAMPLES = 2000
 MIN_SEQ_LEN = 32
 
@@ -55,8 +60,9 @@ def encode(item: Item, condition: str, docs: dict[str, Doc], tokenizer, max_seq_
     ids = [cls] + seg_a + [sep]
     types = [0] * len(ids)
     if condition != "none":
-        other = docs[item.b if condition == "linked" else item.random]
-        seg_b = enc(remove_title(other.text, title))[:max_seq_len - len(ids) - 1]
+        other = docs[item.random if condition == "random" else item.b]
+        text = other.text if condition == TITLED else remove_title(other.text, title)
+        seg_b = enc(text)[:max_seq_len - len(ids) - 1]
         ids += seg_b + [sep]
         types += [1] * (len(seg_b) + 1)
     pos = list(range(1 + len(left), 1 + len(left) + answer_len))
@@ -133,15 +139,17 @@ class Scorer:
         return list(lp.split(sizes))
 
 
-def evaluate(items: list[Item], docs: dict[str, Doc], tokenizer, scorer: Scorer, max_seq_len: int) -> list[dict]:
-    """Per-item outcomes: each condition's candidate scores and whether the answer won."""
+def evaluate(items: list[Item], docs: dict[str, Doc], tokenizer, scorer: Scorer, max_seq_len: int,
+             titled: bool = False) -> list[dict]:
+    """Per-item outcomes: each condition's candidate scores and whether the answer won (and the `titled`
+    diagnostic when asked)."""
     import torch
     cand_ids = []
     for it in items:
         enc = tokenizer(list(it.candidates), add_special_tokens=False)["input_ids"]
         cand_ids.append(torch.tensor(enc))
     # Condition-major: `none` inputs (A alone, about half the length) batch together and pad less.
-    jobs = [(k, c) for c in CONDITIONS for k in range(len(items))]
+    jobs = [(k, c) for c in CONDITIONS + ((TITLED,) if titled else ()) for k in range(len(items))]
     out = [{**asdict(it), "answer": it.candidates[it.gold]} for it in items]
     for lo in range(0, len(jobs), scorer.batch_size):
         chunk = jobs[lo:lo + scorer.batch_size]
@@ -172,6 +180,8 @@ def summarize(outcomes: list[dict], candidates: int, seed: int) -> dict:
     """The report's statistics from per-item outcomes (accuracies, paired linked-random difference)."""
     got = {c: np.array([o[c]["correct"] for o in outcomes], dtype=float) for c in CONDITIONS}
     eff = {c: np.array([effect_correct(o, c) for o in outcomes], dtype=float) for c in EFFECT_CONDITIONS}
+    if outcomes and TITLED in outcomes[0]:
+        got[TITLED] = np.array([o[TITLED]["correct"] for o in outcomes], dtype=float)
     return summarize_arrays(got, candidates, seed, eff)
 
 
@@ -181,8 +191,9 @@ def _mean(x) -> float:
 
 def summarize_arrays(got: dict, candidates: int, seed: int, effect: dict) -> dict:
     """Statistics from per-item outcomes per condition (0/1, or means over seeds), the same items in each;
-    `effect` holds the effect reading's per-item outcomes for `linked` and `random`."""
-    got = {c: np.asarray(got[c], dtype=float) for c in CONDITIONS}
+    `effect` holds the effect reading's per-item outcomes for `linked` and `random`; `got` may hold the
+    `titled` diagnostic too."""
+    got_in, got = got, {c: np.asarray(got[c], dtype=float) for c in CONDITIONS}
     rep = {"n": len(got["linked"]), "chance": round(1.0 / candidates, 5)}
     for c in CONDITIONS:
         rep[c] = {"acc": _mean(got[c]), "ci95": bootstrap_ci(got[c], seed)}
@@ -200,6 +211,10 @@ def summarize_arrays(got: dict, candidates: int, seed: int, effect: dict) -> dic
     rep["effect"] = {c: {"acc": _mean(eff[c]), "ci95": bootstrap_ci(eff[c], seed)} for c in EFFECT_CONDITIONS}
     rep["effect"]["linked_minus_random"] = {"mean": _mean(ediff), "ci95": bootstrap_ci(ediff, seed)}
     rep["valid"] = bool(rep["effect"]["linked_minus_random"]["ci95"][0] > 0)
+    if TITLED in got_in:
+        t = np.asarray(got_in[TITLED], dtype=float)
+        rep[TITLED] = {"acc": _mean(t), "ci95": bootstrap_ci(t, seed)}
+        rep["titled_minus_linked"] = {"mean": _mean(t - got["linked"]), "ci95": bootstrap_ci(t - got["linked"], seed)}
     return rep
 
 
@@ -208,8 +223,9 @@ def outcomes_path(report: Path) -> Path:
 
 
 def run_crossdoc(model: str, corpus: str, out: str, n: int = 1000, candidates: int = 5, seed: int = 0,
-                 max_seq_len: int = 256, batch_size: int = 32) -> dict:
-    """Build the items, score the model under the three conditions, write REPORT.json and the outcomes."""
+                 max_seq_len: int = 256, batch_size: int = 32, titled: bool = False) -> dict:
+    """Build the items, score the model under the three conditions (and `titled` when asked), write
+    REPORT.json and the outcomes."""
     from transformers import AutoTokenizer
 
     from finetune.runner import check_model_dir, resolve_model
@@ -229,7 +245,7 @@ def run_crossdoc(model: str, corpus: str, out: str, n: int = 1000, candidates: i
         raise FinetuneError(f"--corpus {corpus}: 0 items (an item is a document that links to another and "
                             f"mentions its title; left out: {skipped}); give a linked corpus with titles")
     scorer = Scorer(model_dir, batch_size)
-    outcomes = evaluate(items, {d.id: d for d in docs}, tokenizer, scorer, max_seq_len)
+    outcomes = evaluate(items, {d.id: d for d in docs}, tokenizer, scorer, max_seq_len, titled)
     report = summarize(outcomes, candidates, seed)
     report.update({"model": str(model), "corpus": str(corpus), "seed": seed, "candidates": candidates,
                    "max_seq_len": max_seq_len, "items_sha256": items_sha256(items), "left_out": skipped,
@@ -253,4 +269,5 @@ def summary_line(rep: dict) -> str:
             f"[{lmr['ci95'][0]:+.3f}, {lmr['ci95'][1]:+.3f}]; effect linked={eff['linked']['acc']:.3f} "
             f"random={eff['random']['acc']:.3f} linked-random={elmr['mean']:+.3f} "
             f"[{elmr['ci95'][0]:+.3f}, {elmr['ci95'][1]:+.3f}] {'valid' if rep['valid'] else 'NOT valid'} "
-            "(the model uses the second segment only if the effect interval is above 0)")
+            "(the model uses the second segment only if the effect interval is above 0)"
+            + (f"; titled={rep[TITLED]['acc']:.3f}" if TITLED in rep else ""))

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="items, distractors and random documents (0)")
     c.add_argument("--max-seq-len", type=int, default=256, help="tokens per input, both segments (256)")
     c.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass (32)")
+    c.add_argument("--titled", action="store_true",
+                   help="also score a diagnostic `titled` condition: B's text with its title left in (the answer "
+                        "can be copied), to tell copying the title from reading B")
     return p
 
 
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from finetune.crossdoc import run_crossdoc, summary_line
         rep = run_crossdoc(args.model, args.corpus, args.out, n=args.n, candidates=args.candidates,
-                           seed=args.seed, max_seq_len=args.max_seq_len, batch_size=args.batch_size)
+                           seed=args.seed, max_seq_len=args.max_seq_len, batch_size=args.batch_size,
+                           titled=args.titled)
     except FinetuneError as e:
         print(f"linkbert-eval {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -84,6 +84,13 @@ def test_pooling_over_seeds_and_arm_difference(bench):
     assert d["mean"] == 0 and [(r["seed"], r["mean"], r["effect"]) for r in d["per_seed"]] == \
         [(0, 0, 0.25), (1, 0, -0.25)]
     assert "per_seed" not in bench.arm_difference(got, other, 0)   # one seed on one side: nothing to pair
+    # the `titled` diagnostic pools and pairs like `linked` raw, when every seed scored it
+    for i, o in enumerate(seed0 + seed1):
+        o["titled"] = {"scores": [0.0, 1.0, 0.0], "correct": i % 2 == 0}
+    _, got_t = bench.pooled([seed0, seed1], 3, 0)
+    assert got_t["titled"].tolist() == [1, 0, 1, 0]
+    d = bench.arm_difference(got_t, {**other, "titled": np.zeros(4)}, 0)
+    assert d["titled"]["mean"] == 0.5 and "titled" not in bench.arm_difference(got, other, 0)
 
 
 def test_notitle_arms_train_on_documents_that_never_name_themselves(bench, tmp_path):

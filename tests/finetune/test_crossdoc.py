@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,6 +137,12 @@ def test_titles_removed_everywhere(tmp_path, tokenizer):
         linked, _, _ = encode(it, "linked", by_id, tokenizer, 128, 1)
         b_words = tokenizer.decode(tokenizer(remove_title(by_id[it.b].text, answer))["input_ids"][1:8])
         assert b_words in tokenizer.decode(linked)
+        # the `titled` diagnostic: the same A, then B's text as it is (its title left in)
+        titled, types, _ = encode(it, "titled", by_id, tokenizer, 128, 1)
+        a_end = linked.index(tokenizer.sep_token_id) + 1
+        assert titled[:a_end] == linked[:a_end] and types.count(1) == len(titled) - a_end
+        raw_b = tokenizer(by_id[it.b].text, add_special_tokens=False)["input_ids"]
+        assert titled[a_end:-1] == raw_b[:len(titled) - a_end - 1]
 
 
 def test_report_shape_and_cli(tmp_path, tiny_model, capsys):
@@ -165,7 +172,18 @@ def test_report_shape_and_cli(tmp_path, tiny_model, capsys):
             gain = [x - y for x, y in zip(o[c]["scores"], o["none"]["scores"])]
             assert o[c]["effect_correct"] == (gain[o["gold"]] > max(x for i, x in enumerate(gain) if i != o["gold"]))
     assert rep["effect"] == again["effect"] and rep["valid"] == (rep["effect"]["linked_minus_random"]["ci95"][0] > 0)
-    assert "effect linked=" in line[0]
+    assert "effect linked=" in line[0] and "titled" not in rep
+    # --titled adds the diagnostic condition: its outcomes, accuracy and paired difference with `linked`
+    assert eval_main(["crossdoc", "--model", str(tiny_model), "--corpus", str(corpus), "--out", str(out),
+                      "--n", "20", "--candidates", "4", "--max-seq-len", "64", "--titled"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"titled={json.loads(out.read_text())['titled']['acc']:.3f}")
+    rep = json.loads(out.read_text())
+    outcomes = [json.loads(x) for x in (out.parent / rep["examples_file"]).read_text().splitlines()]
+    t = np.array([o["titled"]["correct"] for o in outcomes], dtype=float)
+    lk = np.array([o["linked"]["correct"] for o in outcomes], dtype=float)
+    assert rep["titled"]["acc"] == pytest.approx(t.mean(), abs=1e-5)
+    assert rep["titled_minus_linked"]["mean"] == pytest.approx((t - lk).mean(), abs=1e-5)
+    assert summarize(outcomes, 4, 0)["titled"] == rep["titled"]
 
 
 @pytest.mark.parametrize("case", ["no_corpus", "bad_json", "candidates", "no_model", "no_items"])
