@@ -148,6 +148,43 @@ def dataset_doc_ids(data: Path) -> tuple[set[str], int, float]:
     return used, pairs, tokens / max(1, pairs)
 
 
+def probe_like_pairs(data: Path, corpus: Path) -> dict:
+    """How often a dataset poses the probe's task: pairs whose A segment mentions the partner document's
+    title (the probe's match), and of those, how many have the title spelled in the partner segment too (a
+    masked mention could be copied). Decoded from the shards; titles from the corpus the data was built
+    from."""
+    import h5py
+    from transformers import AutoTokenizer
+
+    from data_prep.shards import Manifest
+    titles = {}
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            titles[d["id"]] = d.get("title") or ""
+    man = Manifest.read(data)
+    ids = [json.loads(x)["id"] for x in (data / man.docs).read_text(encoding="utf-8").splitlines() if x.strip()]
+    tok = AutoTokenizer.from_pretrained(data / "tokenizer")
+    patterns: dict[int, object] = {}
+    pairs = mention = copyable = 0
+    for shard in man.shard_paths:
+        with h5py.File(shard, "r") as h:
+            x, a_lens, lens = h["input_ids"][:], h["a_lens"][:], h["seq_lens"][:]
+            anchor, partner = h["anchor_doc"][:], h["partner_doc"][:]
+        pairs += len(x)
+        for i in range(len(x)):
+            title = titles.get(ids[partner[i]], "")
+            if anchor[i] == partner[i] or len(title) < 3:
+                continue
+            if partner[i] not in patterns:
+                patterns[partner[i]] = mention_pattern(title)
+            pat = patterns[partner[i]]
+            if pat.search(tok.decode(x[i, 1:a_lens[i] + 1])):
+                mention += 1
+                copyable += bool(pat.search(tok.decode(x[i, a_lens[i] + 2:lens[i] - 1])))
+    return {"pairs": pairs, "a_mentions_partner": mention, "partner_spells_title": copyable}
+
+
 # ---------------------------------------------------------------- training
 
 def train(data: Path, init: str, run: Path, steps: int, seed: int, cfg: dict, timeout: float) -> Path:
@@ -392,6 +429,9 @@ def prepare(args, cfg, out: Path) -> tuple[list[Doc], Path, dict[str, Path]]:
         log(f"{name}: {pairs} pairs ({mean_len:.1f} tokens each), no held-out document in any pair -> {data}")
         datasets[name] = data
         cfg.setdefault("tokens_per_pair", {})[name] = round(mean_len, 2)
+        cfg.setdefault("probe_like_pairs", {})[name] = like = probe_like_pairs(data, corpus)
+        log(f"{name}: A mentions the partner's title in {like['a_mentions_partner']} pairs "
+            f"({like['partner_spells_title']} with the title spelled in the partner too)")
     return [d for d in docs if d.id in held], held_corpus, datasets
 
 

@@ -47,12 +47,18 @@ def test_heldout_documents_in_no_training_pair(bench, repo_root, minilm_dir, tmp
     assert all(set(d.links) <= held for d in held_docs)
     items, _ = build_items(held_docs, AutoTokenizer.from_pretrained(minilm_dir), 1000, 5, 0)
     assert len(items) >= 50 and {it.a for it in items} | {it.b for it in items} <= held
+    counts = {}
     for name in ("bert", "linkbert"):
         data = bench.build_dataset(tmp_path / "train.jsonl", str(minilm_dir), tmp_path / name, bench.ARMS[name], 64, 0)
         used, pairs, _ = bench.dataset_doc_ids(data)
         assert pairs > 0 and used <= train_ids and not used & held
         assert len(used) > 0.8 * len(train_ids)        # the check reads real document ids, most of them
+        like = bench.probe_like_pairs(data, tmp_path / "train.jsonl")
+        assert like["pairs"] == pairs and like["partner_spells_title"] <= like["a_mentions_partner"]
+        counts[name] = like["a_mentions_partner"]
         assert (labels(data) == LINKED).any() == (name == "linkbert")
+    # linked pairs pose the probe's task (A names its partner) far more often than random partners do
+    assert counts["linkbert"] > 5 * max(1, counts["bert"]), counts
     # the same reading of a dataset built from every document does see the held-out ones
     leak = bench.build_dataset(src, str(minilm_dir), tmp_path / "all", "1,1,0", 64, 0)
     assert bench.dataset_doc_ids(leak)[0] & held
