@@ -321,18 +321,19 @@ def arm_difference(a: dict, b: dict, seed: int) -> dict:
 
 def _bars(ax, rows, conds, get, ylabel, chance):
     for j, (cond, color) in enumerate(conds):
-        xs = [i + (j - (len(conds) - 1) / 2) * 0.26 for i in range(len(rows))]
+        w = 0.78 / len(conds)
+        xs = [i + (j - (len(conds) - 1) / 2) * w for i in range(len(rows))]
         stats = [get(r, cond) for _, r in rows]
         acc = [st["acc"] for st in stats]
         err = [[a - st["ci95"][0] for a, st in zip(acc, stats)], [st["ci95"][1] - a for a, st in zip(acc, stats)]]
-        ax.bar(xs, acc, width=0.25, color=color, label=cond, yerr=err, capsize=3)
+        ax.bar(xs, acc, width=w * 0.96, color=color, label=cond, yerr=err, capsize=3)
     ax.axhline(chance, color="k", lw=0.8, ls="--", label=f"chance {chance:.2f}")
     top = max([get(r, c)["ci95"][1] for _, r in rows for c, _ in conds] + [chance])
     ax.set_ylim(0, top + 0.1)   # room for the legend above the bars
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([f"{n}\nMLM {r['eval_mlm_loss']:.2f}" for n, r in rows])
     ax.set_ylabel(ylabel, fontsize=8)
-    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    ax.legend(fontsize=7, ncol=len(conds) + 1, loc="upper left")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -346,8 +347,10 @@ def plot(result: dict, path: Path) -> None:
         return
     chance = rows[0][1]["crossdoc"]["chance"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(2.0 + 3.0 * len(rows), 4.4))
-    _bars(ax1, rows, [("linked", "tab:green"), ("random", "tab:orange"), ("none", "tab:gray")],
-          lambda r, c: r["crossdoc"][c], "raw cloze accuracy (95% CI)", chance)
+    raw = [("linked", "tab:green"), ("random", "tab:orange"), ("none", "tab:gray")]
+    if all("titled" in r["crossdoc"] for _, r in rows):   # the diagnostic, B with its title left in
+        raw.append(("titled", "tab:blue"))
+    _bars(ax1, rows, raw, lambda r, c: r["crossdoc"][c], "raw cloze accuracy (95% CI)", chance)
     _bars(ax2, rows, [("linked", "tab:green"), ("random", "tab:orange")],
           lambda r, c: r["crossdoc"]["effect"][c], "effect: answer raised most vs A alone (95% CI)", chance)
     d = result.get("linkbert_minus_bert")
