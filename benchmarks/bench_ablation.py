@@ -106,18 +106,13 @@ def similarity_corpus(train: Path, out: Path) -> Path | None:
     return out
 
 
-def untitled_corpus(train: Path, out: Path) -> Path:
-    """The training corpus with every document's own title (and the words it begins) removed from its
-    text, links unchanged."""
+def untitled_corpus(out: Path, docs: list[Doc], keep: set[str]) -> Path:
+    """The documents in `keep` (as write_corpus writes them) with each one's own title (and the words it
+    begins) removed from its text."""
+    from dataclasses import replace
+
     from finetune.crossdoc_items import remove_title
-    if not out.is_file():
-        tmp = out.with_suffix(".tmp")
-        with open(train, encoding="utf-8") as f, open(tmp, "w", encoding="utf-8") as g:
-            for line in f:
-                d = json.loads(line)
-                d["text"] = remove_title(d["text"], d["title"]) if d.get("title") else d["text"]
-                g.write(json.dumps(d, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
+    write_corpus(out, [replace(d, text=remove_title(d.text, d.title)) for d in docs if d.id in keep], keep)
     return out
 
 
@@ -134,13 +129,17 @@ def build_dataset(corpus: Path, tokenizer: str, out: Path, mix: str, max_seq_len
     return out
 
 
+def _manifest_and_ids(data: Path):
+    """A dataset's manifest and its document ids in row order (what anchor_doc/partner_doc index)."""
+    from data_prep.shards import Manifest
+    man = Manifest.read(data)
+    return man, [json.loads(x)["id"] for x in (data / man.docs).read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
 def dataset_doc_ids(data: Path) -> tuple[set[str], int, float]:
     """Ids of every document in any pair of a dataset (anchor or partner), pairs, mean non-pad tokens."""
     import h5py
-
-    from data_prep.shards import Manifest
-    man = Manifest.read(data)
-    ids = [json.loads(x)["id"] for x in (data / man.docs).read_text(encoding="utf-8").splitlines() if x.strip()]
+    man, ids = _manifest_and_ids(data)
     used, pairs, tokens = set(), 0, 0
     for shard in man.shard_paths:
         with h5py.File(shard, "r") as h:
@@ -151,22 +150,13 @@ def dataset_doc_ids(data: Path) -> tuple[set[str], int, float]:
     return used, pairs, tokens / max(1, pairs)
 
 
-def probe_like_pairs(data: Path, corpus: Path) -> dict:
+def probe_like_pairs(data: Path, titles: dict[str, str]) -> dict:
     """How often a dataset poses the probe's task: pairs whose A segment mentions the partner document's
     title (the probe's match), and of those, how many have the title spelled in the partner segment too (a
-    masked mention could be copied). Decoded from the shards; titles from the corpus the data was built
-    from."""
+    masked mention could be copied). Decoded from the shards; `titles` by document id."""
     import h5py
     from transformers import AutoTokenizer
-
-    from data_prep.shards import Manifest
-    titles = {}
-    with open(corpus, encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            titles[d["id"]] = d.get("title") or ""
-    man = Manifest.read(data)
-    ids = [json.loads(x)["id"] for x in (data / man.docs).read_text(encoding="utf-8").splitlines() if x.strip()]
+    man, ids = _manifest_and_ids(data)
     tok = AutoTokenizer.from_pretrained(data / "tokenizer")
     patterns: dict[int, object] = {}
     pairs = mention = copyable = 0
@@ -264,12 +254,12 @@ def pooled(outcome_sets: list[list[dict]], candidates: int, seed: int) -> tuple[
     also the per-item `linked` means, raw and effect (for the paired differences between arms)."""
     from finetune.crossdoc import CONDITIONS, EFFECT_CONDITIONS, TITLED, effect_correct, summarize_arrays
     conds = CONDITIONS + ((TITLED,) if all(TITLED in outs[0] for outs in outcome_sets if outs) else ())
-    got = {c: np.mean([[o[c]["correct"] for o in outs] for outs in outcome_sets], axis=0) for c in conds}
-    eff = {c: np.mean([[effect_correct(o, c) for o in outs] for outs in outcome_sets], axis=0)
-           for c in EFFECT_CONDITIONS}
-    per_seed = [{"raw": np.array([o["linked"]["correct"] for o in outs], dtype=float),
-                 "effect": np.array([effect_correct(o, "linked") for o in outs], dtype=float)}
-                for outs in outcome_sets]
+    # [seeds, items] outcomes per condition; the arm's report uses their mean over seeds
+    raw = {c: np.array([[o[c]["correct"] for o in outs] for outs in outcome_sets], dtype=float) for c in conds}
+    effect = {c: np.array([[effect_correct(o, c) for o in outs] for outs in outcome_sets], dtype=float)
+              for c in EFFECT_CONDITIONS}
+    got, eff = {c: v.mean(axis=0) for c, v in raw.items()}, {c: v.mean(axis=0) for c, v in effect.items()}
+    per_seed = [{"raw": r, "effect": e} for r, e in zip(raw["linked"], effect["linked"])]
     return (summarize_arrays(got, candidates, seed, eff),
             {"raw": got["linked"], "effect": eff["linked"], "per_seed": per_seed,
              **({TITLED: got[TITLED]} if TITLED in got else {})})
@@ -420,11 +410,11 @@ def prepare(args, cfg, out: Path) -> tuple[list[Doc], Path, dict[str, Path]]:
     write_corpus(held_corpus, docs, held)
     write_corpus(train_corpus, docs, train_ids)
     log(f"{len(docs)} documents: {len(train_ids)} train, {len(held)} held out -> {held_corpus}")
-    datasets = {}
+    datasets, titles = {}, {d.id: d.title for d in docs}
     for name in args.arms.split(","):
         corpus = (similarity_corpus(train_corpus, out / "corpus" / "sim.jsonl") if name == "linkbert-sim" else
-                  untitled_corpus(train_corpus, out / "corpus" / "train-notitle.jsonl") if name in NOTITLE_ARMS else
-                  train_corpus)
+                  untitled_corpus(out / "corpus" / "train-notitle.jsonl", docs, train_ids) if name in NOTITLE_ARMS
+                  else train_corpus)
         if corpus is None:
             continue
         data = build_dataset(corpus, args.tokenizer, out / "data" / name, ALL_ARMS[name], cfg["max_seq_len"], args.seed,
@@ -435,7 +425,7 @@ def prepare(args, cfg, out: Path) -> tuple[list[Doc], Path, dict[str, Path]]:
         log(f"{name}: {pairs} pairs ({mean_len:.1f} tokens each), no held-out document in any pair -> {data}")
         datasets[name] = data
         cfg.setdefault("tokens_per_pair", {})[name] = round(mean_len, 2)
-        cfg.setdefault("probe_like_pairs", {})[name] = like = probe_like_pairs(data, corpus)
+        cfg.setdefault("probe_like_pairs", {})[name] = like = probe_like_pairs(data, titles)
         log(f"{name}: A mentions the partner's title in {like['a_mentions_partner']} pairs "
             f"({like['partner_spells_title']} with the title spelled in the partner too)")
     return [d for d in docs if d.id in held], held_corpus, datasets

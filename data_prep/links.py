@@ -243,7 +243,7 @@ def _make_links(opts: LinksOptions, files, out: Path, work: Path, t0: float, com
         parts = comm.gather(mine)
         del mine
     return on_rank0(comm, lambda: _write(opts, files, out, t0, index, first["ids"],
-                                          similarity.join(parts) if parts else None, comm.size))
+                                         similarity.join(parts) if parts else None, comm.size))
 
 
 def _write(opts: LinksOptions, files, out: Path, t0: float, index: CorpusIndex, ids: list, nb, ranks: int) -> dict:

@@ -53,7 +53,7 @@ def test_heldout_documents_in_no_training_pair(bench, repo_root, minilm_dir, tmp
         used, pairs, _ = bench.dataset_doc_ids(data)
         assert pairs > 0 and used <= train_ids and not used & held
         assert len(used) > 0.8 * len(train_ids)        # the check reads real document ids, most of them
-        like = bench.probe_like_pairs(data, tmp_path / "train.jsonl")
+        like = bench.probe_like_pairs(data, {d.id: d.title for d in docs})
         assert like["pairs"] == pairs and like["partner_spells_title"] <= like["a_mentions_partner"]
         counts[name] = like["a_mentions_partner"]
         assert (labels(data) == LINKED).any() == (name == "linkbert")
@@ -107,7 +107,7 @@ def test_notitle_arms_train_on_documents_that_never_name_themselves(bench, tmp_p
              "links": ["b"]},
             {"id": "b", "title": "kludge", "text": "A kludge is ugly; hacker folklore loves a kludge.", "links": []}]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = bench.untitled_corpus(src, tmp_path / "notitle.jsonl")
+    out = bench.untitled_corpus(tmp_path / "notitle.jsonl", read_corpus(src), {"a", "b"})
     got = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["links"] for r in got] == [["b"], []] and [r["title"] for r in got] == ["hacker", "kludge"]
     assert "hacker" not in got[0]["text"].lower() and "kludge" in got[0]["text"]
