@@ -85,7 +85,10 @@ def removal_pattern(title: str) -> re.Pattern:
 
 
 def remove_title(text: str, title: str) -> str:
-    """`text` with every occurrence of `title` (and the words it begins) removed, spaces tidied."""
+    """`text` with every occurrence of `title` (and the words it begins) removed, spaces tidied; an empty
+    title removes nothing (its pattern would match every word)."""
+    if not title:
+        return text
     out = removal_pattern(title).sub("", text)
     return re.sub(r"[ \t]{2,}", " ", out)
 

@@ -118,6 +118,7 @@ def test_items_deterministic_and_length_matched(tmp_path, tokenizer):
 
 def test_titles_removed_everywhere(tmp_path, tokenizer):
     assert remove_title("Hacker, hackers and a HACKER's hack", "hacker") == ", and a hack"
+    assert remove_title("An untitled note", "") == "An untitled note"   # not every word (the notitle arms)
     docs = read_corpus(synthetic_corpus(tmp_path / "c.jsonl"))
     items, _ = build_items(docs, tokenizer, 24, 4, seed=0)
     by_id = {d.id: d for d in docs}
